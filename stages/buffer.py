@@ -1,0 +1,68 @@
+"""Task buffers: derived, never stored. The buffer at iteration N is the seed tasks plus every
+valid task of iterations 1..N (``iters/≤N/validate/tasks.jsonl``), per type, capped.
+
+Sampling helpers are pure: they take a ``random.Random`` so a stage's choices follow its seed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from stages.config import TASK_TYPES
+from stages.records import Task, TaskType
+from stages.rundir import Run, read_jsonl
+
+Buffers = dict[TaskType, list[Task]]
+
+
+def load_buffers(run: Run, upto: int) -> Buffers:
+    """Seeds + valid tasks of iterations 1..upto, oldest first, each type capped."""
+    tasks: list[Task] = []
+    tasks.extend(read_jsonl(run.seed_file, Task))
+    for n in range(1, upto + 1):
+        if run.is_done(n, "validate"):
+            tasks.extend(run.read(n, "validate", "tasks.jsonl", Task))
+    return cap_buffers(group_by_type(tasks), run.config.validate_.buffer_cap)
+
+
+def group_by_type(tasks: Sequence[Task]) -> Buffers:
+    out: Buffers = {t: [] for t in TASK_TYPES}
+    for task in tasks:
+        out[task.type].append(task)
+    return out
+
+
+def cap_buffers(buffers: Buffers, cap: int) -> Buffers:
+    """Keep at most `cap` per type: seeds always stay, the oldest proposed tasks fall out first."""
+    out: Buffers = {}
+    for t, items in buffers.items():
+        if len(items) <= cap:
+            out[t] = list(items)
+            continue
+        seeds = [x for x in items if x.iteration == 0]
+        rest = [x for x in items if x.iteration != 0]
+        keep = max(cap - len(seeds), 0)
+        out[t] = seeds + (rest[-keep:] if keep else [])
+    return out
+
+
+def sample_references(pool: Sequence[Task], k: int, rng: random.Random) -> list[Task]:
+    """K references drawn uniformly without replacement (all of them when fewer than K)."""
+    if len(pool) <= k:
+        return list(pool)
+    return rng.sample(list(pool), k)
+
+
+def solver_batch(new: Sequence[Task], pool: Sequence[Task], size: int, rng: random.Random) -> list[Task]:
+    """The solver's training batch of one type: this iteration's new tasks first (at most
+    `size`), then filled with uniform draws from the whole buffer (with replacement when the
+    buffer is smaller than what is missing)."""
+    batch = list(new[:size])
+    missing = size - len(batch)
+    if missing > 0 and pool:
+        if len(pool) >= missing:
+            batch.extend(rng.sample(list(pool), missing))
+        else:
+            batch.extend(rng.choice(list(pool)) for _ in range(missing))
+    return batch

@@ -1,0 +1,113 @@
+"""Record schemas written by the stages: one pydantic model per JSONL file, each carrying ids.
+
+Later stages join earlier records by id (task_id, proposal_id, rollout_id), never by position.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+TaskType = Literal["deduction", "abduction", "induction"]
+Role = Literal["proposer", "solver"]
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Task(Record):
+    """A validated task: a program, its input(s) and the gold output(s) from the sandbox.
+
+    deduction/abduction: one input and one output. induction: N inputs and outputs, of which the
+    first `n_shown` are shown to the solver and the rest are hidden and used to check its program.
+    """
+
+    task_id: str
+    type: TaskType
+    program: str
+    inputs: list[str]
+    outputs: list[str]
+    message: str = ""
+    n_shown: int = 0
+    iteration: int = 0
+    """0 for seed tasks, else the iteration whose validate stage produced it."""
+    proposal_id: str | None = None
+
+
+class Proposal(Record):
+    proposal_id: str
+    iteration: int
+    type: TaskType
+    prompt: str
+    completion: str
+    reference_task_ids: list[str] = []
+    program: str | None = None
+    inputs: list[str] = []
+    message: str | None = None
+    format_ok: bool
+    format_error: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    prompt_ids: list[int] = []
+    completion_ids: list[int] = []
+
+
+class Validation(Record):
+    proposal_id: str
+    type: TaskType
+    valid: bool
+    reason: str | None = None
+    """Why a proposal was rejected: format, parse, no_entry, banned, error, timeout, memory,
+    output_limit, nondeterministic, output_not_literal, output_too_long."""
+    detail: str = ""
+    task: Task | None = None
+
+
+class Rollout(Record):
+    rollout_id: str
+    task_id: str
+    type: TaskType
+    purpose: Literal["learnability", "train"]
+    """`learnability`: one of n rollouts on a new task to estimate its solve rate;
+    `train`: a member of the solver's training batch."""
+    prompt: str
+    completion: str
+    prediction: str | None = None
+    format_ok: bool
+    format_error: str | None = None
+    correct: bool = False
+    fraction: float = 0.0
+    """Induction: share of hidden inputs the proposed program got right."""
+    check_detail: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    prompt_ids: list[int] = []
+    completion_ids: list[int] = []
+
+
+class Scored(Record):
+    """A training sample of the update: one response of one role, with its reward and advantage."""
+
+    sample_id: str
+    """The proposal_id or rollout_id it scores."""
+    role: Role
+    type: TaskType
+    reward: float
+    advantage: float
+    solve_rate: float | None = None
+    """Proposer samples: mean solver accuracy over the learnability rollouts (None if invalid)."""
+    format_ok: bool = True
+    valid: bool | None = None
+    correct: bool | None = None
+
+
+RECORD_FILES: dict[str, dict[str, type[Record]]] = {
+    "propose": {"proposals.jsonl": Proposal},
+    "validate": {"validations.jsonl": Validation, "tasks.jsonl": Task},
+    "solve": {"rollouts.jsonl": Rollout},
+    "reward": {"samples.jsonl": Scored},
+    "update": {},
+}
+"""Which record files each stage writes, and their schema (used by readers and `azr inspect`)."""
