@@ -1,0 +1,263 @@
+"""The user-message text of the six (task type, role) prompts, written from METHOD.md.
+
+Each function returns plain text; wrapping it in a chat template (or not) is the model service's
+job. Every prompt asks for reasoning then an answer, ``<think> … </think> <answer> … </answer>``,
+and ends with the exact answer layout that :mod:`stages.parsers` reads: fenced ```python,
+```input, ```output and ```message blocks inside the answer.
+
+Prompts are kept short because the small models this runs on have ~2k-token contexts. An *input*
+is always the argument list exactly as written inside ``f(...)`` (``"Hello world"``,
+``[1, 2], 3``), which is also how the sandbox calls the program.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # stages.config is imported for types only, never at run time here
+    from stages.config import TaskType
+
+_TASK_TYPES = ("deduction", "abduction", "induction")
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A task shown to the proposer: a program with its input(s), output(s) and message."""
+
+    program: str
+    inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    message: str = ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared pieces
+# ---------------------------------------------------------------------------------------------
+
+_INPUT_FORMAT = (
+    "An input is the argument list exactly as written inside `f(...)`, "
+    'for example `"Hello world"` or `[1, 2], 3`.'
+)
+
+_PROGRAM_RULES = """\
+Rules for the program:
+- the entry function is named `f`; helper functions or classes may be defined before `f`;
+- it is deterministic: no randomness, time, files, network, printing or user input, and no imports
+  of os, sys, subprocess or similar modules;
+- it returns a value that can be written as a Python literal (numbers, strings, lists, tuples,
+  dicts, sets, booleans, None)."""
+
+_THINK_FIRST = (
+    "First reason inside <think> </think>, then give the answer inside <answer> </answer>, "
+    "exactly in this layout:"
+)
+
+
+def _fence(kind: str, body: str) -> str:
+    return f"```{kind}\n{body.strip()}\n```"
+
+
+def _check_type(task_type: str) -> None:
+    if task_type not in _TASK_TYPES:
+        raise ValueError(f"unknown task type {task_type!r}: expected one of {', '.join(_TASK_TYPES)}")
+
+
+def _show_ref(number: int, ref: Ref) -> str:
+    parts = [f"Example {number}:", _fence("python", ref.program)]
+    for inp, out in zip(ref.inputs, ref.outputs, strict=False):
+        parts += [_fence("input", inp), _fence("output", out)]
+    if ref.message:
+        parts.append(_fence("message", ref.message))
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Proposer
+# ---------------------------------------------------------------------------------------------
+
+# What makes a task worth proposing, per type: the solver's side of the task decides it.
+_PROPOSER_GOAL = {
+    "deduction": (
+        "The solver will see your program and your input and must predict the output. Make the "
+        "output non-trivial to work out: it should take careful step-by-step tracing of the code "
+        "(loops, branches, string or list manipulation), while the program stays short and fast."
+    ),
+    "abduction": (
+        "The solver will see your program and its output for your input and must find an input "
+        "that produces that output. Make the program hard to invert: recovering a suitable input "
+        "from the output alone should take real reasoning (not the identity, not a constant), "
+        "while the program stays short and fast."
+    ),
+}
+
+_PROPOSER_LAYOUT = """\
+<think> your reasoning </think>
+<answer>
+```python
+def f(...):
+    ...
+```
+```input
+the input
+```
+</answer>"""
+
+
+def proposer_prompt(task_type: TaskType, references: Sequence[Ref], n_inputs: int = 10) -> str:
+    """The proposer's prompt for ``task_type``.
+
+    deduction/abduction: ``references`` are the K reference triplets from that type's buffer; the
+    proposer must write a new, different program and one input. induction: ``references`` holds
+    exactly one program (from the deduction ∪ abduction buffers); the proposer must give
+    ``n_inputs`` inputs and a message.
+    """
+    _check_type(task_type)
+    if task_type == "induction":
+        if len(references) != 1:
+            raise ValueError(f"an induction proposal shows exactly one program, got {len(references)}")
+        if n_inputs < 1:
+            raise ValueError(f"n_inputs must be at least 1, got {n_inputs}")
+        return _induction_proposer_prompt(references[0].program, n_inputs)
+
+    parts = [
+        "You write Python puzzles for a code-reasoning test.",
+        _PROPOSER_GOAL[task_type],
+    ]
+    if references:
+        parts.append(
+            "Here are existing puzzles (program, input, output). Yours must be different from all of them."
+        )
+        parts += [_show_ref(i, ref) for i, ref in enumerate(references, 1)]
+    parts += [
+        _PROGRAM_RULES,
+        _INPUT_FORMAT,
+        "Write one new program in a ```python block and one input for it in an ```input block. "
+        + _THINK_FIRST,
+        _PROPOSER_LAYOUT,
+    ]
+    return "\n\n".join(parts)
+
+
+def _induction_proposer_prompt(program: str, n_inputs: int) -> str:
+    layout = "\n".join(
+        [
+            "<think> your reasoning </think>",
+            "<answer>",
+            _fence("input", "the first input"),
+            _fence("input", "the second input"),
+            f"... ({n_inputs} ```input blocks in all)",
+            _fence("message", "a hint at what f does"),
+            "</answer>",
+        ]
+    )
+    return "\n\n".join(
+        [
+            "You write Python puzzles for a code-reasoning test.",
+            "The solver will see some of your inputs with this program's outputs for them, plus "
+            "your message, and must write the program; it is then checked on the inputs it did "
+            "not see. Choose inputs that together reveal what the function does: varied, "
+            "covering its different cases.",
+            _fence("python", program),
+            _INPUT_FORMAT,
+            f"Give {n_inputs} different inputs for `f`, each in its own ```input block, and a "
+            "```message block: one or two sentences hinting at what `f` does, without giving the "
+            "code. " + _THINK_FIRST,
+            layout,
+        ]
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Solver
+# ---------------------------------------------------------------------------------------------
+
+
+def solver_prompt(
+    task_type: TaskType,
+    *,
+    program: str = "",
+    inputs: Sequence[str] = (),
+    outputs: Sequence[str] = (),
+    message: str = "",
+) -> str:
+    """The solver's prompt for a task of ``task_type``.
+
+    deduction: ``program`` and ``inputs[0]`` are shown, the output is asked. abduction:
+    ``program`` and ``outputs[0]`` are shown, an input is asked. induction: the shown
+    ``inputs``/``outputs`` pairs and ``message`` are shown, the program is asked.
+    """
+    _check_type(task_type)
+    if task_type == "deduction":
+        _require(task_type, program=program, input=inputs)
+        return _deduction_solver_prompt(program, inputs[0])
+    if task_type == "abduction":
+        _require(task_type, program=program, output=outputs)
+        return _abduction_solver_prompt(program, outputs[0])
+    _require(task_type, inputs=inputs, outputs=outputs)
+    if len(inputs) != len(outputs):
+        raise ValueError(
+            f"induction shows (input, output) pairs: {len(inputs)} inputs, {len(outputs)} outputs"
+        )
+    return _induction_solver_prompt(inputs, outputs, message)
+
+
+def _require(task_type: str, **given: object) -> None:
+    missing = [name for name, value in given.items() if not value]
+    if missing:
+        raise ValueError(f"a {task_type} solver prompt needs {' and '.join(missing)}")
+
+
+def _deduction_solver_prompt(program: str, input_: str) -> str:
+    return "\n\n".join(
+        [
+            "Predict what this Python program returns when `f` is called with the input below "
+            "as its argument list.",
+            _fence("python", program),
+            _fence("input", input_),
+            "Give the returned value as a Python literal (as `repr` would write it) in an "
+            "```output block. " + _THINK_FIRST,
+            "<think> trace the code step by step </think>\n<answer>\n"
+            + _fence("output", "the returned value")
+            + "\n</answer>",
+        ]
+    )
+
+
+def _abduction_solver_prompt(program: str, output: str) -> str:
+    return "\n\n".join(
+        [
+            "Find an input for which this Python program returns the output below. "
+            "Any input that produces it counts.",
+            _fence("python", program),
+            _fence("output", output),
+            _INPUT_FORMAT,
+            "Give the input in an ```input block. " + _THINK_FIRST,
+            "<think> reason backwards from the output </think>\n<answer>\n"
+            + _fence("input", "the input")
+            + "\n</answer>",
+        ]
+    )
+
+
+def _induction_solver_prompt(inputs: Sequence[str], outputs: Sequence[str], message: str) -> str:
+    pairs = "\n".join(
+        f"{_fence('input', inp)}\n{_fence('output', out)}" for inp, out in zip(inputs, outputs, strict=True)
+    )
+    parts = [
+        "Write a Python function `f` that maps each input below to its output. It will also be "
+        "checked on inputs you do not see, so capture the general rule, not just these cases. "
+        + _INPUT_FORMAT.replace("An input is", "Each input is"),
+        pairs,
+    ]
+    if message.strip():
+        parts.append(f"Hint from the puzzle's author:\n{_fence('message', message)}")
+    parts += [
+        _PROGRAM_RULES,
+        "Give the program in a ```python block. " + _THINK_FIRST,
+        "<think> find the rule </think>\n<answer>\n"
+        + _fence("python", "def f(...):\n    ...")
+        + "\n</answer>",
+    ]
+    return "\n\n".join(parts)

@@ -1,0 +1,117 @@
+"""The six prompts show what their role needs and ask for the answer layout the parsers read."""
+
+import pytest
+
+from stages.parsers import parse_proposal, parse_solver
+from stages.prompts import Ref, proposer_prompt, solver_prompt
+
+IDENTITY = Ref(program="def f(a):\n    return a", inputs=['"Hello world"'], outputs=['"Hello world"'])
+SORTER = Ref(program="def f(xs):\n    return sorted(xs)[::-1]", inputs=["[3, 1, 2]"], outputs=["[3, 2, 1]"])
+
+
+def _asks_think_then_answer(prompt: str) -> None:
+    assert "<think>" in prompt and "</think>" in prompt
+    assert "<answer>" in prompt and "</answer>" in prompt
+    assert prompt.index("<think>") < prompt.index("<answer>") < prompt.index("</answer>")
+
+
+@pytest.mark.parametrize("task_type", ["deduction", "abduction"])
+def test_proposer_shows_every_reference_and_asks_for_program_and_input(task_type):
+    prompt = proposer_prompt(task_type, [IDENTITY, SORTER])
+    for ref in (IDENTITY, SORTER):
+        assert ref.program in prompt
+        assert ref.inputs[0] in prompt and ref.outputs[0] in prompt
+    assert "different" in prompt
+    assert "```python" in prompt and "```input" in prompt
+    assert "`f`" in prompt and "deterministic" in prompt
+    assert "[1, 2], 3" in prompt  # the input format is spelled out
+    _asks_think_then_answer(prompt)
+
+
+def test_proposer_says_what_makes_each_type_interesting():
+    assert "hard to invert" in proposer_prompt("abduction", [IDENTITY])
+    assert "tracing" in proposer_prompt("deduction", [IDENTITY])
+
+
+def test_induction_proposer_shows_the_program_and_asks_for_n_inputs_and_a_message():
+    prompt = proposer_prompt("induction", [SORTER], n_inputs=7)
+    assert SORTER.program in prompt
+    assert "Give 7 different inputs" in prompt
+    assert "```message" in prompt and "```input" in prompt
+    assert "without giving the code" in prompt
+    assert SORTER.outputs[0] not in prompt  # the proposer chooses inputs; outputs come from the sandbox
+    _asks_think_then_answer(prompt)
+
+
+def test_induction_proposer_needs_exactly_one_program():
+    with pytest.raises(ValueError, match="exactly one program"):
+        proposer_prompt("induction", [IDENTITY, SORTER])
+
+
+def test_unknown_task_type_is_refused():
+    with pytest.raises(ValueError, match="unknown task type"):
+        proposer_prompt("translation", [IDENTITY])
+
+
+def test_deduction_solver_sees_program_and_input_and_asks_for_an_output_block():
+    prompt = solver_prompt("deduction", program=SORTER.program, inputs=SORTER.inputs)
+    assert SORTER.program in prompt and "[3, 1, 2]" in prompt
+    assert "[3, 2, 1]" not in prompt  # the gold output stays hidden
+    assert "```output" in prompt and "literal" in prompt
+    _asks_think_then_answer(prompt)
+
+
+def test_abduction_solver_sees_program_and_output_and_asks_for_an_input_block():
+    prompt = solver_prompt("abduction", program=SORTER.program, outputs=SORTER.outputs)
+    assert SORTER.program in prompt and "[3, 2, 1]" in prompt
+    assert "[3, 1, 2]" not in prompt
+    assert "```input" in prompt and "[1, 2], 3" in prompt
+    _asks_think_then_answer(prompt)
+
+
+def test_induction_solver_sees_pairs_and_message_but_not_the_program():
+    prompt = solver_prompt(
+        "induction",
+        inputs=["[3, 1, 2]", "[5, 4]"],
+        outputs=["[3, 2, 1]", "[5, 4]"],
+        message="sorts descending",
+    )
+    for text in ("[3, 1, 2]", "[5, 4]", "[3, 2, 1]", "sorts descending"):
+        assert text in prompt
+    assert "sorted" not in prompt
+    assert "```python" in prompt and "`f`" in prompt
+    _asks_think_then_answer(prompt)
+
+
+def test_solver_prompt_names_what_is_missing():
+    with pytest.raises(ValueError, match="needs input"):
+        solver_prompt("deduction", program="def f(a):\n    return a")
+    with pytest.raises(ValueError, match="2 inputs, 1 outputs"):
+        solver_prompt("induction", inputs=["1", "2"], outputs=["1"])
+
+
+def test_prompt_layouts_are_what_the_parsers_accept():
+    """The example layout each prompt shows, filled in, parses with a good format."""
+    proposal = (
+        "<think> reverse </think>\n<answer>\n```python\ndef f(s):\n    return s[::-1]\n```\n"
+        '```input\n"abc"\n```\n</answer>'
+    )
+    assert "<answer>\n```python\ndef f(" in proposer_prompt("deduction", [IDENTITY])
+    assert parse_proposal(proposal, "deduction").format_ok
+    answer = "<think> trace </think>\n<answer>\n```output\n'cba'\n```\n</answer>"
+    assert "<answer>\n```output\n" in solver_prompt("deduction", program="def f(s): ...", inputs=['"abc"'])
+    assert parse_solver(answer, "deduction").prediction == "'cba'"
+
+
+def test_prompts_stay_short():
+    """Small models have ~2k-token contexts: the fixed text of a prompt stays well under that."""
+    tiny = Ref(program="def f(a):\n    return a", inputs=["1"], outputs=["1"])
+    prompts = [
+        proposer_prompt("deduction", [tiny]),
+        proposer_prompt("abduction", [tiny]),
+        proposer_prompt("induction", [tiny]),
+        solver_prompt("deduction", program=tiny.program, inputs=["1"]),
+        solver_prompt("abduction", program=tiny.program, outputs=["1"]),
+        solver_prompt("induction", inputs=["1"], outputs=["1"], message="m"),
+    ]
+    assert max(len(p) for p in prompts) < 2000  # characters, so well under 1k tokens
