@@ -1,0 +1,93 @@
+"""Proving the isolation on this machine: each probe is a program run through the real pool."""
+
+from __future__ import annotations
+
+import pydantic
+
+from sandbox.config import SandboxConfig
+from sandbox.pool import Sandbox, open_sandbox
+from sandbox.result import ExecResult, Status
+
+
+class Probe(pydantic.BaseModel):
+    """One isolation property and whether it held."""
+
+    name: str
+    passed: bool
+    detail: str
+
+
+_ESCAPES = {
+    # name: (program printing what it saw, expected stdout)
+    "uid unprivileged": ("import os\nprint(os.getuid(), os.geteuid(), os.getgid())", "65534 65534 65534"),
+    "filesystem read-only": (
+        "for p in ('/x', '/usr/lib/x', '/tmp/x'):\n"
+        "    try:\n        open(p, 'w'); print('WROTE', p)\n    except OSError:\n        pass\nprint('ok')",
+        "ok",
+    ),
+    "host files hidden": (
+        "import os\nprint([p for p in ('/etc/passwd', '/proc/self', '/dev/null', '/root', '/home', '/work', '/sys')"
+        " if os.path.exists(p)])",
+        "[]",
+    ),
+    "network off": (
+        "import socket\n"
+        "try:\n    s = socket.create_connection(('1.1.1.1', 53), timeout=0.5); print('CONNECTED')\n"
+        "except OSError:\n    print('ok')",
+        "ok",
+    ),
+    "environment empty": ("import os\nprint(dict(os.environ))", "{}"),
+    "privileges dropped": (
+        "import os\nout = []\n"
+        "for name, call in (('setuid', lambda: os.setuid(0)), ('chroot', lambda: os.chroot('/'))):\n"
+        "    try:\n        call(); out.append(name)\n    except OSError:\n        pass\nprint(out)",
+        "[]",
+    ),
+    "no ctypes": (
+        "try:\n    import ctypes; print('ctypes loaded')\nexcept ImportError:\n    print('ok')",
+        "ok",
+    ),
+}
+
+
+def _probe_escape(name: str, res: ExecResult, expected: str) -> Probe:
+    seen = res.stdout.strip()
+    return Probe(name=name, passed=res.status is Status.ok and seen == expected,
+                 detail=f"saw {seen[:80]!r}" if res.status is Status.ok else f"{res.status.value}: {res.error or res.detail}")
+
+
+def run_probes(sb: Sandbox) -> list[Probe]:
+    """Escape attempts and limit checks, run through the given pool."""
+    cfg = sb.cfg
+    names = list(_ESCAPES)
+    limit_jobs = [
+        ("import os\ntry:\n    os.fork(); print('forked')\nexcept OSError:\n    print('ok')", None),
+        (f"x = bytearray({cfg.memory_mb * 2} * 1024 * 1024)", None),
+        ("while True:\n    pass", None),
+        (f"print('x' * {cfg.max_stdout_bytes + 1})", None),
+    ]
+    results = sb.run_many([(src, None) for src, _ in _ESCAPES.values()] + limit_jobs)
+    probes = [_probe_escape(n, r, _ESCAPES[n][1]) for n, r in zip(names, results, strict=False)]
+    fork, memory, loop, flood = results[len(names):]
+    probes += [
+        Probe(name="process limit", passed=fork.stdout.strip() == "ok" or cfg.max_processes > 1,
+              detail=f"fork with max_processes={cfg.max_processes}: {fork.stdout.strip() or fork.status.value}"),
+        Probe(name="memory limit", passed=memory.status is Status.memory,
+              detail=f"{cfg.memory_mb * 2} MiB allocation: {memory.status.value}"),
+        Probe(name="time limit", passed=loop.status is Status.timeout,
+              detail=f"infinite loop: {loop.status.value} after {loop.seconds:.2f}s"),
+        Probe(name="output cap", passed=flood.status is Status.output_limit,
+              detail=f"stdout flood: {flood.status.value}"),
+    ]
+    seeds = sb.hash_probes()
+    probes.append(Probe(name="hash seeds differ", passed=len(set(seeds)) == len(seeds),
+                        detail=f"{len(set(seeds))} distinct seeds over {len(seeds)} workers"))
+    return probes
+
+
+def doctor(cfg: SandboxConfig) -> list[Probe]:
+    """Start a pool with `cfg` (short timeout) and run every probe; raises SandboxUnavailable."""
+    quick = cfg.model_copy(update={"timeout_s": min(cfg.timeout_s, 1.0)})
+    with open_sandbox(quick) as sb:
+        probes = [Probe(name=f"{cfg.backend} starts", passed=True, detail=f"{sb.size} warm workers")]
+        return probes + run_probes(sb)
