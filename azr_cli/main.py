@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from azr_cli import config_cmds, run_cmds
+from azr_cli import config_cmds, loop_cmds, run_cmds, stage_cmds
 
 app = typer.Typer(
     name="azr",
@@ -20,6 +20,9 @@ app = typer.Typer(
 )
 app.command("seed")(run_cmds.seed)
 app.command("status")(run_cmds.status)
+for _stage in ("propose", "validate", "solve", "reward", "update"):
+    app.command(_stage)(getattr(stage_cmds, _stage))
+app.command("loop")(loop_cmds.loop)
 app.add_typer(config_cmds.app, name="config")
 
 # Exceptions whose message is meant for the user: one line, exit 1. Matched by class name so that
@@ -31,10 +34,25 @@ def _is_user_error(e: BaseException) -> bool:
     return any(cls.__name__ in USER_ERRORS for cls in type(e).__mro__)
 
 
+def _quiet_libraries() -> None:
+    """Library chatter (deprecation notices, bitsandbytes' note about optional hub kernels) is
+    not for users; AZR_DEBUG=1 shows it."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*requires_grad=True to a scalar.*")
+    for name in ("bitsandbytes", "transformers", "peft", "accelerate"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main() -> None:
     from azr_cli.display import error_line
 
     debug = os.environ.get("AZR_DEBUG") == "1"
+    if not debug:
+        _quiet_libraries()
     try:
         app()
     except KeyboardInterrupt:

@@ -117,10 +117,13 @@ def iter_name(n: int) -> str:
 class Run:
     """An opened run directory. Construct with :func:`create_run` or :func:`open_run`."""
 
-    def __init__(self, path: Path, config: Config, manifest: dict[str, Any]):
+    def __init__(self, path: Path, config: Config, manifest: dict[str, Any],
+                 overrides: dict[str, Any] | None = None):
         self.path = path
         self.config = config
         self.manifest = manifest
+        self.overrides = overrides or {}
+        """Runtime fields overridden for this invocation; recorded in each stage's summary."""
 
     # ---- layout
     @property
@@ -208,6 +211,19 @@ class Run:
             os.replace(tmp, final)
         _fsync_dir(final.parent)
         self.rebuild_metrics()
+
+    def write_stage(self, n: int, stage: str, files: dict[str, list[Any]], summary: dict[str, Any],
+                    force: bool = False, started: float | None = None) -> None:
+        """Write a stage's record files and summary.json, all or nothing. `started` (a
+        perf_counter reading) adds the stage's wall time to its metrics."""
+        if started is not None:
+            summary = {**summary, "metrics": {**summary.get("metrics", {}),
+                                              "seconds": round(time.perf_counter() - started, 3)}}
+        summary = {**summary, "overrides": self.overrides} if self.overrides else summary
+        with self.stage_writer(n, stage, force=force) as tmp:
+            for name, records in files.items():
+                write_jsonl(tmp / name, records)
+            write_json(tmp / "summary.json", summary)
 
     # ---- records
     def read(self, n: int, stage: str, filename: str, model: type[M]) -> list[M]:
@@ -309,7 +325,8 @@ def open_run(
             f"refusing to change '{changed[0]}' on an existing run (it changes what the run means); "
             "start a new run with --run NEW_DIR, or override only runtime fields"
         )
-    return Run(path, new, manifest), runtime_changes(saved, new)
+    overrides = runtime_changes(saved, new)
+    return Run(path, new, manifest, overrides), overrides
 
 
 def _read_saved_config(path: Path) -> dict[str, Any]:

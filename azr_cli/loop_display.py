@@ -1,0 +1,102 @@
+"""What `azr loop` shows: a Rich live panel on a terminal (iteration, stage, progress, tokens/s,
+validity, accuracy and reward by type and role, buffer sizes, time per stage), and one plain line
+per stage otherwise (RunPod logs, shell scripts)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Group
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from azr_cli.display import err
+
+TYPES = ("deduction", "abduction", "induction")
+HEADLINE = {
+    "propose": ("format_ok", "tokens_per_s"),
+    "validate": ("valid", "new_tasks/deduction", "new_tasks/abduction", "new_tasks/induction"),
+    "solve": ("train/accuracy/deduction", "train/accuracy/abduction", "train/accuracy/induction", "tokens_per_s"),
+    "reward": ("reward/proposer/deduction", "reward/solver/deduction"),
+    "update": ("loss", "grad_norm", "entropy"),
+}
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def plain_line(event: dict[str, Any]) -> str:
+    m = event["summary"].get("metrics", {})
+    keys = [k for k in HEADLINE.get(event["stage"], ()) if k in m]
+    parts = " ".join(f"{k}={_fmt(m[k])}" for k in keys)
+    return f"iter {event['iteration']:>4} {event['stage']:<8} {event['seconds']:7.1f}s {parts}"
+
+
+class LoopDisplay:
+    def __init__(self, target: int, buffers: dict[str, int]):
+        self.target = target
+        self.buffers = dict(buffers)
+        self.current = ("-", "-")
+        self.latest: dict[str, dict[str, Any]] = {}
+        self.times: dict[str, float] = {}
+        self.live: Live | None = None
+        self.bar = Progress(TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=err)
+        self.task = None
+        self.started = time.perf_counter()
+
+    def __enter__(self) -> LoopDisplay:
+        if err.is_terminal:
+            self.live = Live(self.render(), console=err, refresh_per_second=4, transient=False)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.update(self.render())
+            self.live.__exit__(None, None, None)
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        if event["event"] == "start":
+            self.current = (event["iteration"], event["stage"])
+            if self.task is not None:
+                self.bar.remove_task(self.task)
+                self.task = None
+        else:
+            self.latest[event["stage"]] = event["summary"].get("metrics", {})
+            self.times[event["stage"]] = event["seconds"]
+            if event["stage"] == "validate":
+                for t in TYPES:
+                    self.buffers[t] = self.buffers.get(t, 0) + int(self.latest["validate"].get(f"new_tasks/{t}", 0))
+            if self.live is None:
+                err.print(plain_line(event), soft_wrap=True, highlight=False)
+        if self.live is not None:
+            self.live.update(self.render())
+
+    def progress(self, done: int, total: int) -> None:
+        if self.live is None:
+            return
+        if self.task is None:
+            self.task = self.bar.add_task(f"{self.current[1]} {self.current[0]}", total=total)
+        self.bar.update(self.task, completed=done, total=total)
+
+    def render(self) -> Group:
+        head = Table.grid(padding=(0, 2))
+        head.add_row(f"[bold]iteration[/] {self.current[0]} / {self.target}", f"[bold]stage[/] {self.current[1]}",
+                     f"[bold]elapsed[/] {time.perf_counter() - self.started:,.0f}s",
+                     "[bold]buffers[/] " + " ".join(f"{t[:3]} {self.buffers.get(t, 0)}" for t in TYPES))
+        t = Table("", *TYPES, title="last iteration", title_justify="left")
+        v, r, s = self.latest.get("validate", {}), self.latest.get("reward", {}), self.latest.get("solve", {})
+        t.add_row("validity", *(_fmt(v.get(f"valid/{x}", "-")) for x in TYPES))
+        t.add_row("solver accuracy", *(_fmt(s.get(f"train/accuracy/{x}", "-")) for x in TYPES))
+        t.add_row("proposer reward", *(_fmt(r.get(f"reward/proposer/{x}", "-")) for x in TYPES))
+        t.add_row("solver reward", *(_fmt(r.get(f"reward/solver/{x}", "-")) for x in TYPES))
+        tps = self.latest.get("solve", {}).get("tokens_per_s") or self.latest.get("propose", {}).get("tokens_per_s")
+        u = self.latest.get("update", {})
+        foot = Table.grid(padding=(0, 2))
+        foot.add_row(f"tokens/s {_fmt(tps) if tps else '-'}", f"loss {_fmt(u.get('loss', '-'))}",
+                     "time " + " ".join(f"{k} {v:.0f}s" for k, v in self.times.items()))
+        return Group(head, self.bar, t, foot)

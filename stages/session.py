@@ -1,0 +1,90 @@
+"""What stays in memory across stages: the policy (and its optimizer and PPO value head) and the
+sandbox pool. A standalone stage command opens a session for one stage; `azr loop` keeps one open
+for the whole run, so the model is loaded once.
+
+The policy of iteration N is the base model plus the checkpoint written by iteration N−1's update
+(none for N = 1). After `update` of iteration N, the model in memory *is* the policy of N+1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+from stages.rundir import Run, RunError
+
+
+class Session:
+    def __init__(self, run: Run):
+        self.run = run
+        self.policy: Any = None
+        self.policy_iter: int | None = None
+        self.optimizer: Any = None
+        self.value_head: Any = None
+        self._sandbox: Any = None
+        self._stack = contextlib.ExitStack()
+
+    # ---- the sandbox
+    def sandbox(self) -> Any:
+        if self._sandbox is None:
+            from sandbox.pool import open_sandbox
+
+            self._sandbox = self._stack.enter_context(open_sandbox(self.run.config.sandbox))
+        return self._sandbox
+
+    # ---- the policy
+    def checkpoint_for(self, n: int) -> Path | None:
+        """The checkpoint the policy of iteration n starts from (that of n−1), or None."""
+        if n <= 1:
+            return None
+        ckpt = self.run.checkpoint_dir(n - 1)
+        if not (ckpt / "meta.json").is_file():
+            raise RunError(
+                f"checkpoint {ckpt} is missing: the policy of iteration {n} starts from it "
+                f"(rerun `azr update --run {self.run.path} --iter {n - 1} --force`)"
+            )
+        return ckpt
+
+    def policy_for(self, n: int) -> Any:
+        if self.policy is not None and self.policy_iter == n:
+            return self.policy
+        from stages.model import load_policy
+
+        self.close_policy()
+        self.policy = load_policy(self.run.config.model, adapter_dir=self.checkpoint_for(n), trainable=True)
+        self.policy_iter = n
+        return self.policy
+
+    def trainer_for(self, n: int) -> tuple[Any, Any, Any]:
+        """(policy, optimizer, value head) of iteration n, optimizer state restored from n−1."""
+        policy = self.policy_for(n)
+        if self.optimizer is None:
+            from stages import update_core
+
+            cfg = self.run.config.update
+            if cfg.algorithm == "ppo":
+                self.value_head = update_core.make_value_head(policy.model)
+            self.optimizer = update_core.build_optimizer(policy.trainable_parameters(), cfg, self.value_head)
+            ckpt = self.checkpoint_for(n)
+            if ckpt is not None:
+                update_core.load_training_state(ckpt, self.optimizer, self.value_head)
+        return policy, self.optimizer, self.value_head
+
+    def advance(self, n: int) -> None:
+        """After iteration n's update: the in-memory policy is the policy of n+1."""
+        self.policy_iter = n + 1
+
+    def close_policy(self) -> None:
+        self.policy = self.optimizer = self.value_head = None
+        self.policy_iter = None
+
+    def close(self) -> None:
+        self.close_policy()
+        self._stack.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

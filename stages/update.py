@@ -1,0 +1,103 @@
+"""`azr update`: one optimizer step on the 6 × B scored samples of the iteration, then a checkpoint.
+
+TRR++ (default): the PPO-clip surrogate with the per-(type, role) advantages from `azr reward`,
+the same advantage on every token. PPO: a value head and GAE advantages from the same rewards.
+The checkpoint (`checkpoints/N/`: adapter or weights, optimizer + RNG state, meta.json) is written
+before the stage folder, so a completed update always has its checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from typing import Any
+
+from stages.common import derive_seed
+from stages.records import Proposal, Rollout, Scored
+from stages.rundir import Run, iter_name, write_json
+from stages.session import Session
+
+
+def training_samples(run: Run, n: int) -> list[Any]:
+    """Scored samples joined by id with the token ids of their responses."""
+    from stages.update_core import Sample
+
+    tokens: dict[str, tuple[list[int], list[int]]] = {}
+    for p in run.read(n, "propose", "proposals.jsonl", Proposal):
+        tokens[p.proposal_id] = (p.prompt_ids, p.completion_ids)
+    for r in run.read(n, "solve", "rollouts.jsonl", Rollout):
+        tokens[r.rollout_id] = (r.prompt_ids, r.completion_ids)
+    out = []
+    for s in run.read(n, "reward", "samples.jsonl", Scored):
+        prompt_ids, response_ids = tokens[s.sample_id]
+        if response_ids:
+            out.append(
+                Sample(
+                    prompt_ids=prompt_ids, response_ids=response_ids, advantage=s.advantage, reward=s.reward
+                )
+            )
+    return out
+
+
+def kept_checkpoints(iterations: list[int], keep_last: int, keep_every: int) -> set[int]:
+    """Retention: the last k, and every m-th iteration."""
+    last = set(sorted(iterations)[-keep_last:])
+    every = {i for i in iterations if keep_every and i % keep_every == 0}
+    return last | every
+
+
+def save_checkpoint(run: Run, n: int, session: Session, stats: dict[str, Any]) -> None:
+    from stages.update_core import save_training_state
+
+    final = run.checkpoint_dir(n)
+    tmp = final.parent / f".{iter_name(n)}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    session.policy.save(tmp)
+    save_training_state(tmp, session.optimizer, session.value_head)
+    write_json(
+        tmp / "meta.json",
+        {
+            "iteration": n,
+            "config_digest": run.config.digest(),
+            "base_model": run.config.model.name,
+            "adapter": run.config.model.adapter,
+            "algorithm": run.config.update.algorithm,
+            "stats": stats,
+        },
+    )
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    u = run.config.update
+    done = [int(p.name) for p in final.parent.iterdir() if p.name.isdigit()]
+    for i in set(done) - kept_checkpoints(done, u.keep_last, u.keep_every):
+        shutil.rmtree(run.checkpoint_dir(i), ignore_errors=True)
+
+
+def run(run: Run, n: int, session: Session, *, force: bool = False) -> dict[str, Any]:
+    """Write checkpoints/N/ and iters/N/update/summary.json."""
+    started = time.perf_counter()
+    import torch
+
+    from stages.update_core import update_step
+
+    samples = training_samples(run, n)
+    policy, optimizer, value_head = session.trainer_for(n)
+    torch.manual_seed(derive_seed(run.config.run.seed, n, "update"))
+    pad = policy.tokenizer.pad_token_id if policy.tokenizer.pad_token_id is not None else 0
+    cfg = run.config.update
+    with contextlib.ExitStack() as stack:
+        # LoRA/QLoRA: update_step disables the adapter itself; full weights need a frozen copy.
+        ref = (
+            stack.enter_context(policy.reference()) if cfg.kl_coef > 0 and policy.adapter == "full" else None
+        )
+        stats = update_step(
+            policy.model, samples, cfg, optimizer, value_head=value_head, pad_id=pad, ref_model=ref
+        ).to_dict()
+    save_checkpoint(run, n, session, stats)
+    session.advance(n)
+    summary = {"count": len(samples), "metrics": {k: v for k, v in stats.items() if v is not None}}
+    run.write_stage(n, "update", {}, summary, force=force, started=started)
+    return summary
