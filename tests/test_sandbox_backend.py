@@ -1,0 +1,58 @@
+"""Failing closed, the unsafe backend's warnings, and the pool's plumbing."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from sandbox import SandboxConfig, SandboxUnavailable, Status, UnsafeSandboxWarning, open_sandbox, run_fresh
+
+
+def test_missing_nsjail_fails_closed_with_one_line():
+    with pytest.raises(SandboxUnavailable) as exc:
+        open_sandbox(SandboxConfig(nsjail_path="/nonexistent/nsjail"))
+    assert "\n" not in str(exc.value) and "nsjail" in str(exc.value)
+
+
+def test_broken_nsjail_fails_closed():
+    with pytest.raises(SandboxUnavailable) as exc:
+        open_sandbox(SandboxConfig(nsjail_path="/bin/false", startup_timeout_s=5))
+    assert "\n" not in str(exc.value)
+
+
+def test_missing_interpreter_fails_closed():
+    with pytest.raises(SandboxUnavailable, match="interpreter"):
+        open_sandbox(SandboxConfig(python_path="/nonexistent/python3"))
+
+
+def test_unsafe_local_warns_on_open_and_on_every_run(caplog):
+    with pytest.warns(UnsafeSandboxWarning), open_sandbox(SandboxConfig(backend="unsafe-local", workers=2)) as sb:
+        with caplog.at_level(logging.WARNING, logger="azr.sandbox"):
+            assert sb.run("def f(a):\n    return a", "1").value_repr == "1"
+            sb.run("print(1)")
+        assert sum("WITHOUT isolation" in r.message for r in caplog.records) == 2
+
+
+def test_pool_workers_have_distinct_hash_seeds():
+    with open_sandbox(SandboxConfig(workers=2)) as sb:
+        seeds = sb.hash_probes()
+    assert len(seeds) == 2 and seeds[0] != seeds[1]
+
+
+def test_run_many_keeps_job_order():
+    with open_sandbox(SandboxConfig(workers=2)) as sb:
+        got = sb.run_many([("def f(a):\n    return a * 3", str(i)) for i in range(40)])
+    assert [r.value_repr for r in got] == [str(3 * i) for i in range(40)]
+    assert {r.worker for r in got} == {0, 1}
+
+
+def test_fresh_jail_runs_a_script():
+    res = run_fresh(SandboxConfig(), "print('fresh')")
+    assert res.status is Status.ok and res.stdout == "fresh\n"
+
+
+def test_script_exit_code_is_reported():
+    with open_sandbox(SandboxConfig(workers=2)) as sb:
+        res = sb.run("raise SystemExit(3)")
+    assert res.status is Status.error and res.exit_code == 3

@@ -1,0 +1,133 @@
+"""Task validation (METHOD.md): every rejection keeps its reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from sandbox import SandboxConfig, open_sandbox, validate_task, validate_tasks
+
+CFG = SandboxConfig(workers=2, timeout_s=1.0)
+
+
+@pytest.fixture(scope="module")
+def sb():
+    with open_sandbox(CFG) as pool:
+        yield pool
+
+
+def reason(sb, program: str, inputs: list[str]) -> str | None:
+    return validate_task(sb, program, inputs, CFG).reason
+
+
+def test_identity_seed_task_is_valid(sb):
+    v = validate_task(sb, "def f(a):\n    return a", ["'Hello world'"], CFG)
+    assert v.valid and v.outputs == ["'Hello world'"]
+
+
+def test_helpers_before_f_are_allowed(sb):
+    prog = "class Box:\n    def __init__(self, v):\n        self.v = v\n\ndef double(x):\n    return 2 * x\n\ndef f(a, b):\n    return [double(Box(a).v), b]"
+    v = validate_task(sb, prog, ["1, {'k': (2, 3)}", "5, None"], CFG)
+    assert v.valid and v.outputs == ["[2, {'k': (2, 3)}]", "[10, None]"]
+
+
+def test_hash_dependent_set_order_is_nondeterministic(sb):
+    assert reason(sb, "def f(a):\n    return list({'apple', 'pear', 'plum', 'fig', 'kiwi'})", ["0"]) == "nondeterministic"
+
+
+def test_id_dependent_output_is_nondeterministic(sb):
+    assert reason(sb, "def f(a):\n    return id(a) % 100003", ["[1, 2]"]) == "nondeterministic"
+
+
+def test_returning_a_set_is_deterministic_by_value(sb):
+    assert validate_task(sb, "def f(a):\n    return {'apple', 'pear', 'plum', 'fig'}", ["0"], CFG).valid
+
+
+def test_syntax_error_is_parse(sb):
+    assert reason(sb, "def f(a) return a", ["1"]) == "parse"
+
+
+def test_null_byte_is_parse(sb):
+    assert reason(sb, "def f(a):\n    return a\x00", ["1"]) == "parse"
+
+
+def test_giant_source_is_parse(sb):
+    assert reason(sb, "def f(a):\n    return a\n" + "x = 1\n" * 10_000, ["1"]) == "parse"
+
+
+def test_deep_nesting_is_parse(sb):
+    assert reason(sb, "def f(a):\n    return " + "[" * 500 + "]" * 500, ["1"]) == "parse"
+
+
+def test_missing_f_is_no_entry(sb):
+    assert reason(sb, "def g(a):\n    return a", ["1"]) == "no_entry"
+
+
+@pytest.mark.parametrize("program", [
+    "import os\ndef f(a):\n    return a",
+    "import os.path\ndef f(a):\n    return a",
+    "from os import path\ndef f(a):\n    return a",
+    "def f(a):\n    import subprocess\n    return a",
+    "def f(a):\n    def g():\n        from random import randint\n    return a",
+])
+def test_banned_import_at_any_depth(sb, program):
+    assert reason(sb, program, ["1"]) == "banned"
+
+
+@pytest.mark.parametrize("program", [
+    "def f(a):\n    return eval('a')",
+    "def f(a):\n    e = exec\n    return a",
+    "def f(a):\n    return open('/etc/passwd').read()",
+    "def f(a):\n    return ().__class__.__base__.__subclasses__()",
+    "def f(a):\n    return __import__('os').getpid()",
+])
+def test_banned_calls_and_names(sb, program):
+    assert reason(sb, program, ["1"]) == "banned"
+
+
+def test_input_injection_is_parse(sb):
+    assert reason(sb, "def f(a):\n    return a", ["1) or True or (1"]) == "parse"
+
+
+def test_input_must_be_literals(sb):
+    assert reason(sb, "def f(a):\n    return a", ["len('abc')"]) == "parse"
+
+
+def test_raising_is_error(sb):
+    assert reason(sb, "def f(a):\n    return a / 0", ["1"]) == "error"
+
+
+def test_infinite_loop_is_timeout(sb):
+    assert reason(sb, "def f(a):\n    while True:\n        pass", ["1"]) == "timeout"
+
+
+def test_memory_bomb_is_memory(sb):
+    assert reason(sb, "def f(a):\n    return len(' ' * (10 ** 11))", ["1"]) == "memory"
+
+
+def test_print_flood_is_output_limit(sb):
+    assert reason(sb, "def f(a):\n    while True:\n        print(a * 100)", ["'x'"]) == "output_limit"
+
+
+def test_nan_is_not_literal(sb):
+    assert reason(sb, "def f(a):\n    return float('nan')", ["1"]) == "output_not_literal"
+
+
+def test_object_is_not_literal(sb):
+    assert reason(sb, "class A:\n    pass\n\ndef f(a):\n    return A()", ["1"]) == "output_not_literal"
+
+
+def test_lying_int_subclass_is_not_literal(sb):
+    prog = "class I(int):\n    def __eq__(self, o):\n        return True\n    __hash__ = int.__hash__\n\ndef f(a):\n    return I(a)"
+    assert reason(sb, prog, ["1"]) == "output_not_literal"
+
+
+def test_long_output_is_output_too_long(sb):
+    assert reason(sb, "def f(a):\n    return 'x' * a", [str(CFG.max_output_chars + 1)]) == "output_too_long"
+
+
+def test_batch_keeps_order_and_reasons(sb):
+    items = [("def f(a):\n    return a + 1", ["1", "2"]), ("import sys\ndef f(a):\n    return a", ["1"]),
+             ("def f(a):\n    return a[0]", ["[]"]), ("def f(a):\n    return -a", ["0.0"])]
+    got = validate_tasks(sb, items, CFG)
+    assert [(v.valid, v.reason) for v in got] == [(True, None), (False, "banned"), (False, "error"), (True, None)]
+    assert got[0].outputs == ["2", "3"] and got[3].outputs == ["-0.0"]
