@@ -249,7 +249,7 @@ class Sandbox:
 
     def _run_on(self, w: int, source: str, args: str | None) -> ExecResult:
         worker = self._workers[w]
-        if worker is None:
+        if worker is None or worker.proc.poll() is not None:  # died between programs: replace first
             worker = self._restart(w)
         reply = worker.request(_request(self.cfg, source, args), self.cfg.timeout_s + _GRACE_S)
         if reply is None:

@@ -170,6 +170,9 @@ def check_answers(sb: Sandbox, answers: list[DeductionAnswer | AbductionAnswer |
             ok = check_deduction(ans.gold_output, ans.predicted)
             checks[k] = AnswerCheck(correct=ok, fraction=float(ok), detail="value matches" if ok else "value differs")
             continue
+        if isinstance(ans, InductionAnswer) and len(ans.inputs) != len(ans.outputs):
+            checks[k] = AnswerCheck(correct=False, status="parse", detail="hidden inputs and outputs differ in number")
+            continue
         pairs = [(ans.proposed_input, ans.gold_output)] if isinstance(ans, AbductionAnswer) else list(zip(ans.inputs, ans.outputs, strict=True))
         # The abduction program was validated as a task; the solver's text is what gets checked.
         static = check_program(ans.program, cfg) if isinstance(ans, InductionAnswer) else check_input(ans.proposed_input, cfg)

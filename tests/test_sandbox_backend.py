@@ -56,3 +56,21 @@ def test_script_exit_code_is_reported():
     with open_sandbox(SandboxConfig(workers=2)) as sb:
         res = sb.run("raise SystemExit(3)")
     assert res.status is Status.error and res.exit_code == 3
+
+
+def test_dead_worker_is_replaced():
+    with open_sandbox(SandboxConfig(workers=2)) as sb:
+        before = sb.hash_probes()[0]
+        sb._workers[0].proc.kill()
+        sb._workers[0].proc.wait()
+        res = sb.run("print('after')")
+        assert res.status is Status.ok and res.stdout == "after\n"
+        assert sb.hash_probes()[0] != before
+
+
+def test_closing_the_pool_leaves_no_jail_behind():
+    sb = open_sandbox(SandboxConfig(workers=2))
+    procs = [w.proc for w in sb._workers]
+    sb.run("import time\ntime.sleep(0.1)")
+    sb.close()
+    assert all(p.poll() is not None for p in procs)
