@@ -448,6 +448,10 @@ def _micro_batches(batch: Sequence[Sample], size: int, pad_id: int, device: torc
         yield _MicroBatch(ids, attn, resp, part)
 
 
+def _body_checkpointed(model: nn.Module) -> bool:
+    return any(getattr(m, "gradient_checkpointing", False) for m in _causal_lm(model).modules())
+
+
 @contextlib.contextmanager
 def _reference(model: nn.Module, ref_model: nn.Module | None) -> Iterator[nn.Module]:
     if ref_model is not None:
@@ -485,8 +489,9 @@ def update_step(
     device = next(model.parameters()).device
     policy_params = [p for p in model.parameters() if p.requires_grad]
     was_training = model.training
-    if cfg.gradient_checkpointing and not getattr(model, "is_gradient_checkpointing", False):
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.gradient_checkpointing and not _body_checkpointed(model):
+        # non-reentrant: no need for the inputs to require grad (frozen embeddings under LoRA)
+        _causal_lm(model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     want_kl = cfg.kl_coef > 0
     start = time.perf_counter()
 

@@ -15,6 +15,7 @@ transformers = pytest.importorskip("transformers")
 from stages.config import UpdateSection  # noqa: E402
 from stages.update_core import (  # noqa: E402
     Sample,
+    _body_checkpointed,
     build_optimizer,
     clipped_surrogate,
     gae,
@@ -290,3 +291,16 @@ def test_resume_from_saved_state_is_exact(tmp_path, algorithm):
         assert torch.equal(got[0][name], p), name
     assert torch.equal(got[1], expected[1])
     assert got[2:] == expected[2:]
+
+
+def test_body_gradient_checkpointing_gives_the_same_update():
+    batch = make_batch()
+    params = []
+    for gc in (False, True):
+        model = tiny_model()
+        cfg = ucfg(gradient_checkpointing=gc)
+        update_step(model, batch, cfg, build_optimizer(model.parameters(), cfg), pad_id=PAD)
+        assert _body_checkpointed(model) == gc
+        params.append(lora_params(model))
+    for name, p in params[0].items():
+        torch.testing.assert_close(params[1][name], p, rtol=1e-5, atol=1e-6)
