@@ -136,6 +136,7 @@ def build_tiny(out: Path) -> None:
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
+    _no_hf_progress_bars()
     tokenizer = build_tiny_tokenizer()
     config = Qwen2Config(
         vocab_size=len(tokenizer),
@@ -184,6 +185,7 @@ def build_smollm2(out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = smollm2_gguf()
+    _no_hf_progress_bars()  # the GGUF dequantization keeps its own bar: it runs once, ~20 s
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # Loading from GGUF dequantizes but leaves a quantizer marker behind, and save_pretrained
@@ -196,6 +198,12 @@ def build_smollm2(out: Path) -> None:
         tokenizer.pad_token = tokenizer.eos_token
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+
+
+def _no_hf_progress_bars() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 _BUILDERS: dict[str, tuple[str, Callable[[Path], None]]] = {

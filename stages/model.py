@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -467,9 +467,13 @@ def _quiet_imports(with_peft: bool) -> None:
 
     hf_logging.disable_progress_bar()
     if with_peft:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*kernels.*")
+        bnb_log = logging.getLogger("bitsandbytes")
+        level = bnb_log.level
+        bnb_log.setLevel(logging.ERROR)
+        try:
             import peft  # noqa: F401  (it imports bitsandbytes when installed)
+        finally:
+            bnb_log.setLevel(level)
 
 
 def _check_checkpoint(folder: Path, adapter: str) -> None:
