@@ -224,14 +224,19 @@ class Policy:
             eos.append(self.tokenizer.eos_token_id)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos[0]
         sample = temperature > 0
-        # Built from scratch so that a checkpoint's own sampling defaults (top_k, repetition
-        # penalty, ...) never change what the policy samples: the RL update assumes plain sampling.
+        # transformers fills every field left None from the checkpoint's generation_config, then
+        # from its global defaults (top_k=50): set every field that shapes the distribution, so
+        # the policy samples from its plain softmax, which the RL update assumes.
         return GenerationConfig(
             max_new_tokens=max_new_tokens,
             do_sample=sample,
             temperature=temperature if sample else None,
-            top_p=top_p if sample and top_p < 1.0 else None,
+            top_p=top_p if sample else None,
             top_k=0 if sample else None,
+            min_p=None,
+            typical_p=1.0,
+            repetition_penalty=1.0,
+            no_repeat_ngram_size=0,
             eos_token_id=eos,
             pad_token_id=pad,
         )
@@ -448,6 +453,7 @@ def load_policy(model_cfg: ModelSection, adapter_dir: Path | None = None, traina
         model = _attach_lora(model, model_cfg, adapter_dir, trainable)
         if not trainable:
             model.requires_grad_(False)
+    _drop_sampling_defaults(model)
     model.train(trainable)
     return Policy(
         model=model,
@@ -474,6 +480,19 @@ def _quiet_imports(with_peft: bool) -> None:
             import peft  # noqa: F401  (it imports bitsandbytes when installed)
         finally:
             bnb_log.setLevel(level)
+
+
+def _drop_sampling_defaults(model: Any) -> None:
+    """Keep only the special token ids of a checkpoint's generation_config: its sampling defaults
+    (top_k, repetition penalty, ...) would otherwise leak into every ``generate`` call."""
+    from transformers import GenerationConfig
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    old = getattr(base, "generation_config", None)
+    if old is None:
+        return
+    keep = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+    base.generation_config = GenerationConfig(**{k: getattr(old, k, None) for k in keep})
 
 
 def _check_checkpoint(folder: Path, adapter: str) -> None:

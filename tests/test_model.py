@@ -261,7 +261,20 @@ def test_eos_ends_a_row_and_is_kept_without_padding(policy):
             device=policy.device,
         )
     assert rows[0] == (greedy[: first + 1], "eos")
-    assert pad not in rows[1][0] or rows[1][1] == "length"
+    ids1, finish1 = rows[1]
+    assert finish1 == "length" or (finish1 == "eos" and ids1[-1] == eos and eos not in ids1[:-1])
+
+
+def test_checkpoint_sampling_defaults_do_not_leak(tiny_model):
+    policy = load_policy(model_cfg(), trainable=False)
+    assert policy._base_generation_config().top_k is None  # dropped on load
+    sampled, greedy = generate(policy), generate(policy, temperature=0)
+    base = policy.model.get_base_model()
+    base.generation_config.top_k = 1
+    base.generation_config.temperature = 0.01
+    base.generation_config.repetition_penalty = 5.0
+    assert [c.token_ids for c in generate(policy).completions] == [c.token_ids for c in sampled.completions]
+    assert generate(policy, temperature=0).texts == greedy.texts
 
 
 # ----------------------------------------------------------------------------- adapters
@@ -334,6 +347,16 @@ def test_qlora_on_cpu_trains_after_generating(tiny_model):
     grads = [p.grad for p in policy.trainable_parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert any(g.abs().sum() > 0 for g in grads)
+
+
+def test_qlora_adapter_round_trip(tiny_model, tmp_path):
+    import torch
+
+    policy = load_policy(model_cfg(adapter="qlora"))
+    perturb_lora(policy)
+    before = logits(policy.model, policy)
+    again = load_policy(model_cfg(adapter="qlora"), adapter_dir=policy.save(tmp_path / "ckpt"))
+    assert torch.equal(logits(again.model, again), before)
 
 
 # ----------------------------------------------------------------------------- the real small model
