@@ -531,6 +531,8 @@ def update_step(
         for _ in range(cfg.ppo_epochs):
             optimizer.zero_grad(set_to_none=True)
             for mb in mbs:
+                if not mb.response_mask.any():
+                    continue  # nothing to learn from (and no graph to backpropagate through)
                 logp, ent, hidden = _forward(model, mb.input_ids, mb.attention_mask, mb.response_mask,
                                              cfg.logprob_chunk, with_entropy=True)
                 mask = mb.response_mask.float()

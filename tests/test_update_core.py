@@ -304,3 +304,12 @@ def test_body_gradient_checkpointing_gives_the_same_update():
         params.append(lora_params(model))
     for name, p in params[0].items():
         torch.testing.assert_close(params[1][name], p, rtol=1e-5, atol=1e-6)
+
+
+def test_a_micro_batch_without_response_tokens_is_skipped():
+    model = tiny_model()
+    batch = [Sample([1, 2], []), Sample([3], []), *make_batch(2)]
+    cfg = ucfg(micro_batch_size=2)
+    stats = update_step(model, batch, cfg, build_optimizer(model.parameters(), cfg), pad_id=PAD)
+    assert stats.tokens == sum(len(s.response_ids) for s in batch)
+    assert math.isfinite(stats.loss)
