@@ -99,6 +99,22 @@ def test_build_once_leaves_nothing_behind_on_a_crash(tmp_path):
     assert (built / "ok").read_text() == "1"
 
 
+def test_two_processes_build_once(tmp_path):
+    script = (
+        "import os, sys, time, pathlib\n"
+        "from stages.builtin_models import build_once\n"
+        "def build(out):\n"
+        "    with open(sys.argv[2], 'a') as f: f.write(f'{os.getpid()}\\n')\n"
+        "    time.sleep(0.5); (out / 'w').write_text('1')\n"
+        "build_once(pathlib.Path(sys.argv[1]), build)\n"
+    )
+    args = [sys.executable, "-c", script, str(tmp_path / "m"), str(tmp_path / "log")]
+    procs = [subprocess.Popen(args) for _ in range(2)]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0]
+    assert len((tmp_path / "log").read_text().split()) == 1
+    assert (tmp_path / "m" / "w").read_text() == "1"
+
+
 def test_resolve_names(tmp_path):
     assert resolve_model(str(tmp_path)) == str(tmp_path)
     assert resolve_model("Qwen/Qwen2.5-Coder-3B") == "Qwen/Qwen2.5-Coder-3B"  # hub id: passed through
