@@ -183,6 +183,10 @@ class Policy:
         """Complete every prompt (already wrapped, see :meth:`wrap`); results in input order."""
         import torch
 
+        if batch_size < 1 or max_new_tokens < 1:
+            raise ValueError(
+                f"batch_size and max_new_tokens must be >= 1 (got {batch_size}, {max_new_tokens})"
+            )
         stop = tuple(s for s in (stop or ()) if s)
         encoded = [self.encode(p) for p in prompts]
         order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), i))
