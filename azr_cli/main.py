@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from azr_cli import config_cmds, eval_cmds, loop_cmds, run_cmds, stage_cmds
+from azr_cli import config_cmds, eval_cmds, loop_cmds, report_cmds, run_cmds, stage_cmds
 
 app = typer.Typer(
     name="azr",
@@ -24,6 +24,8 @@ for _stage in ("propose", "validate", "solve", "reward", "update"):
     app.command(_stage)(getattr(stage_cmds, _stage))
 app.command("loop")(loop_cmds.loop)
 app.command("eval")(eval_cmds.eval_cmd)
+app.command("report")(report_cmds.report)
+app.command("inspect")(report_cmds.inspect)
 app.add_typer(config_cmds.app, name="config")
 
 # Exceptions whose message is meant for the user: one line, exit 1. Matched by class name so that

@@ -1,0 +1,416 @@
+"""`azr report`: a run's stage summaries turned into PNG figures and a short Markdown summary.
+
+Data flows one way: :func:`collect` reads the completed stages' ``summary.json`` files, the seed
+buffer and any ``eval/*.json`` results into a :class:`RunData`; each ``plot_*`` function turns a
+`RunData` into one matplotlib figure (or None when the run holds nothing for it); :func:`build`
+writes the figures and ``README.md`` into ``<run>/report/``. Each file is written to a temporary
+name and renamed into place, so a reader never sees half a PNG; figures from an earlier report
+that no longer apply are removed. Only completed stages are read (the folder is the mark).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stages.config import ROLES, TASK_TYPES
+from stages.records import Task
+from stages.rundir import STAGES, Run, RunError, read_json, read_jsonl
+
+GENERATING_STAGES = ("propose", "solve")
+
+
+@dataclass
+class EvalResult:
+    suite: str
+    iteration: int | None
+    """None for the base model (before any update)."""
+    score: float
+
+
+@dataclass
+class RunData:
+    """Everything the figures need, extracted once from the run directory."""
+
+    path: Path
+    base_model: str
+    config_digest: str
+    buffer_cap: int
+    completed_iterations: int
+    metrics: dict[int, dict[str, dict[str, Any]]]
+    """iteration -> stage -> that stage's summary metrics (completed stages only)."""
+    reasons: dict[int, dict[str, int]]
+    """iteration -> rejection reason -> count (validate)."""
+    seed_counts: dict[str, int]
+    evals: list[EvalResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def iterations(self) -> list[int]:
+        return sorted(self.metrics)
+
+    def series(self, stage: str, key: str) -> tuple[list[int], list[float]]:
+        """(iterations, values) of one metric, skipping iterations where it is absent."""
+        xs, ys = [], []
+        for n in self.iterations:
+            v = self.metrics[n].get(stage, {}).get(key)
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+                xs.append(n)
+                ys.append(float(v))
+        return xs, ys
+
+
+# ----------------------------------------------------------------------------- collect
+
+
+def collect(run: Run) -> RunData:
+    metrics: dict[int, dict[str, dict[str, Any]]] = {}
+    reasons: dict[int, dict[str, int]] = {}
+    for n in run.iterations():
+        for stage in STAGES:
+            if not run.is_done(n, stage):
+                continue
+            summ = run.summary(n, stage)
+            metrics.setdefault(n, {})[stage] = summ.get("metrics", {})
+            if stage == "validate":
+                reasons[n] = dict(summ.get("reasons", {}))
+    seeds = read_jsonl(run.seed_file, Task) if run.seed_file.exists() else []
+    data = RunData(
+        path=run.path,
+        base_model=str(run.manifest.get("base_model", run.config.model.name)),
+        config_digest=str(run.manifest.get("config_digest", "")),
+        buffer_cap=run.config.validate_.buffer_cap,
+        completed_iterations=run.completed_iterations(),
+        metrics=metrics,
+        reasons=reasons,
+        seed_counts={t: c for t, c in Counter(s.type for s in seeds).items()},
+    )
+    data.evals, skipped = read_evals(run.path / "eval")
+    data.notes.extend(f"skipped {p}: {why}" for p, why in skipped)
+    return data
+
+
+def read_evals(folder: Path) -> tuple[list[EvalResult], list[tuple[Path, str]]]:
+    """Every ``<suite>-<iter|base>.json`` under `folder`; damaged ones are skipped and named."""
+    out: list[EvalResult] = []
+    skipped: list[tuple[Path, str]] = []
+    if not folder.is_dir():
+        return out, skipped
+    for p in sorted(folder.glob("*.json")):
+        try:
+            d = read_json(p)
+            it = d.get("iteration")
+            out.append(EvalResult(str(d["suite"]), None if it is None else int(it), float(d["score"])))
+        except RunError as e:
+            skipped.append((p, str(e)))
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
+            skipped.append((p, f"not an eval result ({type(e).__name__}: {e})"))
+    return out, skipped
+
+
+def buffer_sizes(data: RunData) -> dict[str, tuple[list[int], list[int]]]:
+    """Buffer size per type after each iteration's validate: seeds plus the valid tasks so far,
+    capped like :func:`stages.buffer.cap_buffers` (seeds always stay)."""
+    out: dict[str, tuple[list[int], list[int]]] = {}
+    for t in TASK_TYPES:
+        seeds = data.seed_counts.get(t, 0)
+        xs, news = data.series("validate", f"new_tasks/{t}")
+        sizes, total = [], seeds
+        for v in news:
+            total += int(v)
+            sizes.append(total if total <= data.buffer_cap else seeds + max(data.buffer_cap - seeds, 0))
+        out[t] = ([0, *xs], [seeds, *sizes])
+    return out
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def _figure(ncols: int = 1, title: str = "") -> tuple[Any, list[Any]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, ncols, figsize=(5.5 * ncols, 4), squeeze=False)
+    if title:
+        fig.suptitle(title)
+    return fig, list(axes[0])
+
+
+def _finish(ax: Any, ylabel: str, title: str = "", legend: bool = True) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    fmt = ax.yaxis.get_major_formatter()
+    if hasattr(fmt, "set_useOffset"):  # "1e-5+8.3046" offsets hide the values; print them whole
+        fmt.set_useOffset(False)
+    if legend and ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")
+
+
+def _lines(ax: Any, data: RunData, stage: str, keys: dict[str, str]) -> bool:
+    """One line per (label -> metric key); markers so that a single iteration still shows."""
+    drawn = False
+    for i, (label, key) in enumerate(keys.items()):
+        xs, ys = data.series(stage, key)
+        if xs:  # marker and dash vary so that equal curves (all -1 early on) stay distinguishable
+            ax.plot(xs, ys, marker=MARKERS[i % len(MARKERS)], linestyle=DASHES[i % len(DASHES)],
+                    markersize=7 - i, label=label)
+            drawn = True
+    return drawn
+
+
+MARKERS = ("o", "s", "^", "D")
+DASHES = ("-", "--", ":", "-.")
+
+
+def plot_rewards(data: RunData) -> Any | None:
+    fig, axes = _figure(len(ROLES), "mean reward per task type")
+    drawn = False
+    for ax, role in zip(axes, ROLES, strict=True):
+        drawn |= _lines(ax, data, "reward", {t: f"reward/{role}/{t}" for t in TASK_TYPES})
+        _finish(ax, "mean reward", role)
+        # default rewards live in [-1, 1]: show that whole range (wider if the config's rewards are)
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(min(lo, -1.1), max(hi, 1.1))
+    return fig if drawn else _discard(fig)
+
+
+def plot_accuracy(data: RunData) -> Any | None:
+    fig, axes = _figure(2)
+    drawn = _lines(axes[0], data, "solve", {t: f"train/accuracy/{t}" for t in TASK_TYPES})
+    _finish(axes[0], "accuracy", "solver accuracy (training batch)")
+    drawn |= _lines(axes[1], data, "validate", {t: f"valid/{t}" for t in TASK_TYPES})
+    _finish(axes[1], "share of proposals valid", "proposal validity")
+    for ax in axes:
+        ax.set_ylim(-0.05, 1.05)
+    return fig if drawn else _discard(fig)
+
+
+def plot_rejections(data: RunData) -> Any | None:
+    iters = [n for n in data.iterations if n in data.reasons]
+    names = sorted({r for n in iters for r in data.reasons[n]})
+    if not iters:
+        return None
+    fig, (ax,) = _figure(1, "rejected proposals by reason")
+    bottom = [0] * len(iters)
+    for name in names:
+        counts = [data.reasons[n].get(name, 0) for n in iters]
+        ax.bar(iters, counts, bottom=bottom, label=name)
+        bottom = [b + c for b, c in zip(bottom, counts, strict=True)]
+    if not names:
+        ax.text(0.5, 0.5, "no proposal was rejected", ha="center", va="center", transform=ax.transAxes)
+    _finish(ax, "proposals rejected")
+    return fig
+
+
+def plot_buffers(data: RunData) -> Any | None:
+    if not data.iterations:
+        return None
+    fig, (ax,) = _figure(1, f"task buffer size per type (cap {data.buffer_cap}; iteration 0 = seeds)")
+    sizes = buffer_sizes(data)
+    for i, (t, (xs, ys)) in enumerate(sizes.items()):
+        ax.plot(xs, ys, marker=MARKERS[i % len(MARKERS)], linestyle=DASHES[i % len(DASHES)], label=t)
+    if max(max(ys) for _, ys in sizes.values()) >= data.buffer_cap / 2:  # else it would flatten the curves
+        ax.axhline(data.buffer_cap, color="grey", linestyle="--", linewidth=1, label="cap")
+    _finish(ax, "tasks")
+    return fig
+
+
+def plot_throughput(data: RunData) -> Any | None:
+    fig, (ax,) = _figure(1, "generation throughput")
+    drawn = False
+    for stage in GENERATING_STAGES:
+        drawn |= _lines(ax, data, stage, {stage: "tokens_per_s"})
+    _finish(ax, "tokens / s")
+    return fig if drawn else _discard(fig)
+
+
+def plot_update(data: RunData) -> Any | None:
+    fig, axes = _figure(3, "policy update")
+    drawn = _lines(axes[0], data, "update", {"loss": "loss", "pg_loss": "pg_loss"})
+    _finish(axes[0], "loss", "loss")
+    drawn |= _lines(axes[1], data, "update", {"grad_norm": "grad_norm"})
+    _finish(axes[1], "gradient norm", "grad norm")
+    drawn |= _lines(axes[2], data, "update", {"entropy": "entropy", "kl": "kl"})
+    _finish(axes[2], "nats / token", "entropy and KL")
+    return fig if drawn else _discard(fig)
+
+
+def plot_time(data: RunData) -> Any | None:
+    iters = data.iterations
+    if not iters:
+        return None
+    fig, (ax,) = _figure(1, "wall time per stage")
+    bottom = [0.0] * len(iters)
+    for stage in STAGES:
+        secs = [float(data.metrics[n].get(stage, {}).get("seconds", 0.0)) for n in iters]
+        ax.bar(iters, secs, bottom=bottom, label=stage)
+        bottom = [b + s for b, s in zip(bottom, secs, strict=True)]
+    _finish(ax, "seconds")
+    return fig
+
+
+def plot_eval(data: RunData) -> Any | None:
+    if not data.evals:
+        return None
+    import matplotlib
+
+    fig, (ax,) = _figure(1, "evaluation score")
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, suite in enumerate(sorted({e.suite for e in data.evals})):
+        color = colors[i % len(colors)]
+        pts = sorted((e.iteration, e.score) for e in data.evals if e.suite == suite and e.iteration is not None)
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=color, label=suite)
+        for e in data.evals:
+            if e.suite == suite and e.iteration is None:
+                ax.axhline(e.score, color=color, linestyle="--", linewidth=1, label=f"{suite} (base model)")
+    _finish(ax, "score")
+    return fig
+
+
+def _discard(fig: Any) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return None
+
+
+FIGURES: dict[str, tuple[str, Callable[[RunData], Any | None]]] = {
+    "rewards.png": ("Rewards per task type and role", plot_rewards),
+    "accuracy.png": ("Solver accuracy and proposal validity per type", plot_accuracy),
+    "rejections.png": ("Rejection reasons", plot_rejections),
+    "buffers.png": ("Buffer sizes", plot_buffers),
+    "throughput.png": ("Tokens per second", plot_throughput),
+    "update.png": ("Loss, gradient norm, entropy", plot_update),
+    "time.png": ("Time per stage", plot_time),
+    "eval.png": ("Evaluation scores", plot_eval),
+}
+"""Every figure a report can hold: file name -> (caption, plot function)."""
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def key_metrics(data: RunData) -> list[tuple[str, str, str]]:
+    """(metric, first value, last value) rows for the README, each with its iteration."""
+    keys: list[tuple[str, str, str]] = [("validate", "valid", "proposals valid")]
+    keys += [("solve", f"train/accuracy/{t}", f"solver accuracy {t}") for t in TASK_TYPES]
+    keys += [("reward", f"reward/{r}/{t}", f"reward {r} {t}") for r in ROLES for t in TASK_TYPES]
+    keys += [("update", "loss", "loss"), ("update", "grad_norm", "grad norm"), ("update", "entropy", "entropy")]
+    keys += [(s, "tokens_per_s", f"{s} tokens/s") for s in GENERATING_STAGES]
+    rows = []
+    for stage, key, label in keys:
+        xs, ys = data.series(stage, key)
+        if xs:
+            rows.append((label, f"{_fmt(ys[0])} (iter {xs[0]})", f"{_fmt(ys[-1])} (iter {xs[-1]})"))
+    return rows
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def readme(data: RunData, figures: list[str]) -> str:
+    iters = data.iterations
+    lines = [
+        f"# azr report: `{data.path.name}`",
+        "",
+        f"- run: `{data.path}`",
+        f"- base model: `{data.base_model}` · config `{data.config_digest}`",
+        f"- iterations: {data.completed_iterations} complete"
+        + (f" (stages present for {iters[0]}–{iters[-1]})" if iters else ""),
+    ]
+    if iters:
+        new = {t: int(sum(data.series("validate", f"new_tasks/{t}")[1])) for t in TASK_TYPES}
+        lines.append("- new tasks: " + ", ".join(f"{t} {c}" for t, c in new.items()))
+        sizes = {t: ys[-1] for t, (_, ys) in buffer_sizes(data).items()}
+        lines.append("- buffer now: " + ", ".join(f"{t} {c}" for t, c in sizes.items()))
+        total_s = sum(float(m.get("seconds", 0.0)) for n in iters for m in data.metrics[n].values())
+        lines.append(f"- wall time in stages: {total_s:.1f} s")
+    lines.append("")
+    lines.extend(f"> {n}" for n in data.notes)
+    if data.notes:
+        lines.append("")
+    rows = key_metrics(data)
+    if rows:
+        lines += ["| metric | first | last |", "|---|---|---|"]
+        lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+        lines.append("")
+    if data.evals:
+        lines += ["| eval suite | iteration | score |", "|---|---|---|"]
+        for e in sorted(data.evals, key=lambda e: (e.suite, -1 if e.iteration is None else e.iteration)):
+            lines.append(f"| {e.suite} | {'base' if e.iteration is None else e.iteration} | {_fmt(e.score)} |")
+        lines.append("")
+    for name in figures:
+        caption = FIGURES[name][0]
+        lines += [f"## {caption}", "", f"![{caption}]({name})", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# ----------------------------------------------------------------------------- build
+
+
+@dataclass
+class Report:
+    out: Path
+    files: list[Path]
+    """The PNGs and README.md written, README last."""
+    notes: list[str]
+    """What the reader should know: no data yet, a single iteration, skipped eval files."""
+    iterations: int
+
+
+def build(run: Run, out: Path | None = None) -> Report:
+    """Write the figures and README.md into `out` (default ``<run>/report/``)."""
+    out = Path(out) if out is not None else run.path / "report"
+    data = collect(run)
+    if not data.iterations:
+        data.notes.insert(0, "no stage has completed yet; run `azr loop` and report again")
+    elif len(data.iterations) == 1:
+        data.notes.insert(0, "a single iteration so far: each curve is one point")
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for name, (_, plot) in FIGURES.items():
+        fig = plot(data)
+        target = out / name
+        if fig is None:
+            target.unlink(missing_ok=True)  # a figure of an earlier report that no longer applies
+            continue
+        _save_figure(fig, target)
+        written.append(target)
+    text = readme(data, [p.name for p in written])
+    _replace(out / "README.md", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    written.append(out / "README.md")
+    return Report(out=out, files=written, notes=data.notes, iterations=len(data.iterations))
+
+
+def _save_figure(fig: Any, target: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    try:
+        fig.tight_layout()
+        _replace(target, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    finally:
+        plt.close(fig)
+
+
+def _replace(target: Path, write: Callable[[Path], Any]) -> None:
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
