@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from azr_cli import config_cmds, eval_cmds, loop_cmds, report_cmds, run_cmds, stage_cmds
+from azr_cli import config_cmds, eval_cmds, loop_cmds, report_cmds, run_cmds, sandbox_cmds, stage_cmds
 
 app = typer.Typer(
     name="azr",
@@ -26,6 +26,8 @@ app.command("loop")(loop_cmds.loop)
 app.command("eval")(eval_cmds.eval_cmd)
 app.command("report")(report_cmds.report)
 app.command("inspect")(report_cmds.inspect)
+app.command("exec")(sandbox_cmds.exec_cmd)
+app.command("doctor")(sandbox_cmds.doctor_cmd)
 app.add_typer(config_cmds.app, name="config")
 
 # Exceptions whose message is meant for the user: one line, exit 1. Matched by class name so that

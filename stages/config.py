@@ -118,6 +118,10 @@ class SolveSection(GenerationSection):
 
 
 class RewardSection(Section):
+    format: Literal["strict", "blocks"] = "strict"
+    """What a well-formatted response is. `strict`: <think> … </think> <answer> … </answer> holding
+    the asked-for fenced blocks (the paper). `blocks`: the tags are optional, the blocks are not
+    (for small models that never emit the tags)."""
     solver_correct: float = 1.0
     """Solver reward for a correct answer."""
     solver_wrong: float = -0.5

@@ -37,6 +37,11 @@ Choices (written down because the model's output is free text):
   ``n_inputs`` are kept and extra ones dropped (giving more is harmless; too few leaves nothing
   to hide from the solver). Inputs equal in value but not in text (``[1,2]`` / ``[1, 2]``) are
   left to validation.
+- **Strictness** (``strict=False``, config ``reward.format: blocks``): the tags become optional.
+  When the text has no ``<answer>`` tag the whole completion is the answer region, and
+  ``<think>`` is not required; the fenced blocks are still required and read exactly as above.
+  Small models (SmolLM2-135M: 0 of 36 sampled proposals carried the tags) otherwise never
+  produce a single task to learn from; the paper's format is the default.
 - **Size**: a completion longer than :data:`MAX_COMPLETION_CHARS` is a format error (fields are
   still extracted from its tail).
 """
@@ -244,18 +249,22 @@ def _check(role: str, task_type: str) -> None:
         raise ValueError(f"unknown task type {task_type!r}: expected one of {', '.join(_TASK_TYPES)}")
 
 
-def _judge(text: str, role: str, task_type: str, n_inputs: int, scan: _Scan | None) -> str | None:
+def _judge(
+    text: str, role: str, task_type: str, n_inputs: int, scan: _Scan | None, strict: bool = True
+) -> str | None:
     """The first format problem of ``text`` (already judged to hold ``scan``), or None."""
     if len(text) > MAX_COMPLETION_CHARS:
         return f"completion is {len(text):,} characters, over the {MAX_COMPLETION_CHARS:,} cap"
     span = _answer_span(text)
-    if span is None:
+    if span is None and strict:
         return "no <answer> tag"
-    think_open = text.find(_OPEN_THINK, 0, span[0])
-    think_close = text.rfind(_CLOSE_THINK, 0, span[0])
-    if think_open == -1 or think_close < think_open:
-        return "missing <think> … </think> before <answer>"
-    if scan is None or not text[span[0] + len(_OPEN_ANSWER) : span[1]].strip():
+    if strict and span is not None:
+        think_open = text.find(_OPEN_THINK, 0, span[0])
+        think_close = text.rfind(_CLOSE_THINK, 0, span[0])
+        if think_open == -1 or think_close < think_open:
+            return "missing <think> … </think> before <answer>"
+    region = text[span[0] + len(_OPEN_ANSWER) : span[1]] if span is not None else _tail(text)
+    if scan is None or not region.strip():
         return "the answer is empty"
     for kind in _needs(role, task_type):
         blocks = _blocks(scan, kind)
@@ -274,27 +283,33 @@ def _judge(text: str, role: str, task_type: str, n_inputs: int, scan: _Scan | No
     return None
 
 
-def _scan_answer(text: str) -> _Scan | None:
+def _scan_answer(text: str, strict: bool = True) -> _Scan | None:
     answer = extract_answer(text)
+    if answer is None and not strict:
+        answer = _tail(text)
     return _scan(answer) if answer is not None else None
 
 
-def format_verdict(text: str, role: Role, task_type: TaskType, n_inputs: int = 10) -> FormatVerdict:
+def format_verdict(
+    text: str, role: Role, task_type: TaskType, n_inputs: int = 10, strict: bool = True
+) -> FormatVerdict:
     """Judge a completion's format for (role, task type); ``n_inputs`` is the induction N."""
     _check(role, task_type)
-    error = _judge(text, role, task_type, n_inputs, _scan_answer(text))
+    error = _judge(text, role, task_type, n_inputs, _scan_answer(text, strict), strict)
     return FormatVerdict(ok=error is None, error=error)
 
 
-def parse_proposal(text: str, task_type: TaskType, n_inputs: int = 10) -> ParsedProposal:
+def parse_proposal(
+    text: str, task_type: TaskType, n_inputs: int = 10, strict: bool = True
+) -> ParsedProposal:
     """Program, input(s) and message of a proposer completion, with its format verdict.
 
     deduction/abduction: ``inputs`` holds the last input block (if any). induction: the first
     ``n_inputs`` distinct input blocks; ``program`` is None (the program was given).
     """
     _check("proposer", task_type)
-    scan = _scan_answer(text)
-    error = _judge(text, "proposer", task_type, n_inputs, scan)
+    scan = _scan_answer(text, strict)
+    error = _judge(text, "proposer", task_type, n_inputs, scan, strict)
     program = message = None
     inputs: list[str] = []
     if scan is not None:
@@ -307,12 +322,12 @@ def parse_proposal(text: str, task_type: TaskType, n_inputs: int = 10) -> Parsed
     return ParsedProposal(program, inputs, message, format_ok=error is None, format_error=error)
 
 
-def parse_solver(text: str, task_type: TaskType) -> ParsedAnswer:
+def parse_solver(text: str, task_type: TaskType, strict: bool = True) -> ParsedAnswer:
     """The solver's prediction: the output literal (deduction), the input (abduction) or the
     program (induction), as text, with its format verdict."""
     _check("solver", task_type)
-    scan = _scan_answer(text)
-    error = _judge(text, "solver", task_type, 0, scan)
+    scan = _scan_answer(text, strict)
+    error = _judge(text, "solver", task_type, 0, scan, strict)
     prediction = None
     if scan is not None:
         if task_type == "induction":

@@ -51,8 +51,8 @@ def build_requests(buffers: Buffers, cfg: Config, rng: random.Random, iteration:
     return out
 
 
-def to_record(req: Request, iteration: int, completion: Any, n_inputs: int) -> Proposal:
-    parsed = parse_proposal(completion.text, req.type, n_inputs=n_inputs)
+def to_record(req: Request, iteration: int, completion: Any, n_inputs: int, strict: bool = True) -> Proposal:
+    parsed = parse_proposal(completion.text, req.type, n_inputs=n_inputs, strict=strict)
     program = req.references[0].program if req.type == "induction" else parsed.program
     return Proposal(
         proposal_id=req.proposal_id,
@@ -112,7 +112,10 @@ def run(
         batch_size=p.generation_batch_size,
         progress=progress,
     )
-    records = [to_record(r, n, c, p.induction_inputs) for r, c in zip(requests, gen.completions, strict=True)]
+    strict = cfg.reward.format == "strict"
+    records = [
+        to_record(r, n, c, p.induction_inputs, strict) for r, c in zip(requests, gen.completions, strict=True)
+    ]
     summary = summarize(records, gen)
     run.write_stage(n, "propose", {"proposals.jsonl": records}, summary, force=force, started=started)
     return summary

@@ -147,7 +147,8 @@ def run(
         batch_size=s.generation_batch_size,
         progress=progress,
     )
-    parsed = [parse_solver(c.text, j.task.type) for j, c in zip(jobs, gen.completions, strict=True)]
+    strict = cfg.reward.format == "strict"
+    parsed = [parse_solver(c.text, j.task.type, strict) for j, c in zip(jobs, gen.completions, strict=True)]
     start = time.perf_counter()
     verdicts = check_answers(jobs, [p.prediction if p.format_ok else None for p in parsed], sandbox, cfg)
     check_s = time.perf_counter() - start

@@ -297,3 +297,24 @@ def test_strip_comments_keeps_docstrings_and_returns_bad_code_unchanged():
     assert strip_comments(program) == program
     broken = "def f(a:\n    return '''unterminated # x"
     assert strip_comments(broken) == broken
+
+
+# --- strict=False (config reward.format: blocks): tags optional, blocks required
+
+
+def test_blocks_mode_reads_untagged_blocks():
+    text = "Sure!\n```python\ndef f(x):\n    return x + 1\n```\n```input\n3\n```\n"
+    strict = parse_proposal(text, "deduction", strict=True)
+    lenient = parse_proposal(text, "deduction", strict=False)
+    assert not strict.format_ok and strict.format_error == "no <answer> tag"
+    assert lenient.format_ok and lenient.program.startswith("def f(x):") and lenient.inputs == ["3"]
+
+
+def test_blocks_mode_still_needs_the_blocks():
+    lenient = parse_solver("the answer is 6", "deduction", strict=False)
+    assert not lenient.format_ok and "output" in lenient.format_error
+
+
+def test_blocks_mode_prefers_the_answer_tag_when_present():
+    text = "```output\n1\n```\n<answer>\n```output\n2\n```\n</answer>"
+    assert parse_solver(text, "deduction", strict=False).prediction == "2"
