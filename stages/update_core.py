@@ -37,7 +37,7 @@ import random
 import resource
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -111,7 +111,6 @@ class _MicroBatch:
     old_values: torch.Tensor | None = None
     advantages: torch.Tensor | None = None
     returns: torch.Tensor | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def pad_batch(
@@ -137,7 +136,9 @@ def pad_batch(
 
 
 def _causal_lm(model: nn.Module) -> nn.Module:
-    """The transformers causal LM inside a peft wrapper (LoRA layers are injected in place)."""
+    """The transformers causal LM inside a peft wrapper. LoRA-type adapters are injected into its
+    layers in place, so calling its decoder directly still runs them (prompt-learning adapters,
+    which live in PeftModel.forward, are not supported)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
