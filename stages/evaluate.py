@@ -173,7 +173,7 @@ def humaneval_problems(data: Path | None) -> list[dict[str, str]]:
 # ----------------------------------------------------------------------------- derivation (pure)
 
 
-def test_inputs(test_code: str, callee: str = "candidate") -> list[str]:
+def literal_test_inputs(test_code: str, callee: str = "candidate") -> list[str]:
     """Argument lists of the ``callee(...)`` calls in test code whose arguments are all literals,
     in order, each text once. Parsed with ``ast``; nothing is evaluated."""
     try:
@@ -260,7 +260,7 @@ def humaneval_io_suite(ctx: Context) -> Iterator[Item]:
                 program = task_program(p["prompt"] + p["canonical_solution"], p["entry_point"])
             except SyntaxError:
                 continue
-            jobs += [(p["task_id"], program, inp) for inp in test_inputs(p["test"])[:IO_CANDIDATES]]
+            jobs += [(p["task_id"], program, inp) for inp in literal_test_inputs(p["test"])[:IO_CANDIDATES]]
         verdicts = validate_tasks(ctx.sandbox, [(prog, [inp]) for _, prog, inp in jobs], ctx.sandbox_cfg)
         done: set[str] = set()
         for (task_id, program, inp), v in zip(jobs, verdicts, strict=True):

@@ -69,8 +69,8 @@ def test_test_inputs_reads_literal_calls_in_order_once():
         "    assert candidate([1, 2], 3) == 4\n"  # repeated: kept once
         "    assert candidate(k=1) == 1\n"        # keyword: skipped
     )
-    assert ev.test_inputs(test) == ["[1, 2], 3", "-1.5, 'a'"]
-    assert ev.test_inputs("def broken(:") == []
+    assert ev.literal_test_inputs(test) == ["[1, 2], 3", "-1.5, 'a'"]
+    assert ev.literal_test_inputs("def broken(:") == []
 
 
 def test_task_program_renames_entry_and_drops_docstrings():
