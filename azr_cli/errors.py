@@ -9,3 +9,14 @@ from __future__ import annotations
 
 class UserError(Exception):
     """A problem the user can fix; its message is one line saying what is wrong and how to fix it."""
+
+
+def interrupted() -> Exception:
+    """What a command raises after Ctrl-C / SIGTERM: a one-line note, exit 130. (Typer turns a
+    KeyboardInterrupt into a bare exit 130 before `main()` could say anything.)"""
+    import typer
+
+    from azr_cli.display import error_line
+
+    error_line("interrupted; completed stages are kept, rerun the same command to continue")
+    return typer.Exit(130)

@@ -9,10 +9,11 @@ from typing import Annotated, Any
 import typer
 
 from azr_cli import display
+from azr_cli.errors import interrupted
 from azr_cli.options import ConfigOpt, DeviceOpt, JsonOpt, RunOpt, SeedOpt, SetOpt
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
+def on_sigterm(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
@@ -55,7 +56,7 @@ def loop(
         else:
             display.info(msg)
         return
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, on_sigterm)
     from azr_cli.run_cmds import status_data
 
     buffers = status_data(r)["buffers"]
@@ -68,6 +69,8 @@ def loop(
                     tracker.log(e["iteration"], e["stage"], e["summary"].get("metrics", {}))
 
             ran = loop_stage.run(r, iters, session, on_event=on_event, progress_for=lambda n, s: view.progress)
+    except KeyboardInterrupt:
+        raise interrupted() from None
     finally:
         tracker.close()
     info = status_data(r)

@@ -6,10 +6,13 @@ incomplete one), runs the stage function from `stages/` and prints its summary.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from typing import Any
 
 from azr_cli import display
+from azr_cli.errors import interrupted
+from azr_cli.loop_cmds import on_sigterm
 from azr_cli.options import DeviceOpt, ForceOpt, IterOpt, JsonOpt, RunOpt, SetOpt
 
 
@@ -34,8 +37,12 @@ def run_stage(
     n = run.resolve_iter(stage, iter_, force)
     if overrides and not json_:
         display.info(f"runtime overrides: {overrides}")
-    with Session(run) as session, display.progress(f"{stage} {n}") as bar:
-        summary = body(run, n, session, bar)
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        with Session(run) as session, display.progress(f"{stage} {n}") as bar:
+            summary = body(run, n, session, bar)
+    except KeyboardInterrupt:
+        raise interrupted() from None
     if json_:
         display.print_json({"iteration": n, "stage": stage, **summary})
     else:

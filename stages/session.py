@@ -49,9 +49,15 @@ class Session:
     def policy_for(self, n: int) -> Any:
         if self.policy is not None and self.policy_iter == n:
             return self.policy
+        import torch
+
+        from stages.common import derive_seed
         from stages.model import load_policy
 
         self.close_policy()
+        # A fresh adapter's initial weights come from torch's RNG: seed it, so that every process
+        # that builds the policy of iteration 1 builds the same one.
+        torch.manual_seed(derive_seed(self.run.config.run.seed, "adapter-init"))
         self.policy = load_policy(self.run.config.model, adapter_dir=self.checkpoint_for(n), trainable=True)
         self.policy_iter = n
         return self.policy
