@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+
+import typer
 
 from azr_cli import display
 from azr_cli.options import ConfigOpt, ForceOpt, JsonOpt, RunOpt, SeedOpt, SetOpt
@@ -18,19 +20,40 @@ def seed(
     set_: SetOpt = None,
     seed: SeedOpt = None,
     force: ForceOpt = False,
+    grow: Annotated[int | None, typer.Option(
+        "--grow", help="Seeding phase: the base model proposes until each buffer holds M tasks.",
+        show_default=False)] = None,
+    max_rounds: Annotated[int, typer.Option("--max-rounds", help="Give up growing after this many rounds.")] = 20,
     json_: JsonOpt = False,
 ) -> None:
-    """Create a run directory and write the seed tasks of the three buffers."""
+    """Create a run directory and write the seed tasks of the three buffers (identity triplet);
+    with --grow M, let the base model propose until each buffer holds M tasks."""
     from stages import seed as seed_stage
     from stages.config import load_config
+    from stages.rundir import RunError, open_run
 
-    cfg = load_config(config, set_, _flags(seed))
-    new_run = seed_stage.run(run, cfg, force=force)
-    info = status_data(new_run)
-    if json_:
-        display.print_json(info)
+    if grow is not None and (run / "manifest.json").exists() and not force:
+        r = open_run(run, config, set_, _flags(seed))[0]  # resume a seeding phase
+        if r.iterations():
+            raise RunError(f"{run} already has iterations; its seed buffer can no longer change")
     else:
-        display.info(f"created run [bold]{run}[/] (model {cfg.model.name}, config {cfg.digest()})")
+        cfg = load_config(config, set_, _flags(seed))
+        r = seed_stage.run(run, cfg, force=force)
+        if not json_:
+            display.info(f"created run [bold]{run}[/] (model {cfg.model.name}, config {cfg.digest()})")
+    grown = None
+    if grow is not None:
+        from stages.session import Session
+
+        with Session(r) as session, display.progress("seed --grow") as bar:
+            grown = seed_stage.grow(r, grow, session.policy_for(1), session.sandbox(), max_rounds, bar)
+        if not grown["reached"]:
+            display.warn(f"after {grown['rounds']} rounds the buffers hold {grown['buffers']}, short of {grow}; "
+                         "rerun the same command to go on, or start the loop with what there is")
+    info = status_data(r)
+    if json_:
+        display.print_json({**info, "grow": grown} if grown else info)
+    else:
         print_status(info)
 
 

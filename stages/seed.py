@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import ast
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from stages.config import Config
+from stages.config import TASK_TYPES, Config
 from stages.records import Task
-from stages.rundir import Run, create_run, write_jsonl
+from stages.rundir import Run, create_run, read_jsonl, write_jsonl
 
 IDENTITY_PROGRAM = "def f(a):\n    return a"
 IDENTITY_INPUT = '"Hello world"'
@@ -59,3 +61,53 @@ def run(path: Path, cfg: Config, force: bool = False) -> Run:
     write_seed_file(new_run, seed_tasks(cfg))
     new_run.rebuild_metrics()
     return new_run
+
+
+# ----------------------------------------------------------------------------- the seeding phase
+
+
+def grow(run: Run, target: int, policy: Any, sandbox: Any, max_rounds: int = 20,
+         progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """The optional seeding phase: the base model proposes (no updates) and the sandbox validates,
+    round after round, until every buffer holds `target` seed tasks or `max_rounds` is reached.
+    Programs are stored with their comments stripped. `buffer/seed.jsonl` is rewritten atomically
+    after each round, so a stop loses at most the round in progress."""
+    from stages.buffer import group_by_type
+    from stages.common import derive_seed, stage_rng
+    from stages.parsers import strip_comments
+    from stages.propose import build_requests, to_record
+    from stages.validate import validate_proposals
+
+    cfg = run.config
+    tasks = read_jsonl(run.seed_file, Task)
+    strict = cfg.reward.format == "strict"
+    rounds = proposed = 0
+    for rounds in range(1, max_rounds + 1):
+        buffers = group_by_type(tasks)
+        short = [t for t in TASK_TYPES if len(buffers[t]) < target]
+        if not short:
+            rounds -= 1
+            break
+        rng = stage_rng(cfg.run.seed, 0, f"seed-grow-{rounds}")
+        requests = [r for r in build_requests(buffers, cfg, rng, 0) if r.type in short]
+        gen = policy.generate(
+            [policy.wrap(r.prompt) for r in requests], max_new_tokens=cfg.propose.max_new_tokens,
+            temperature=cfg.propose.temperature, top_p=cfg.propose.top_p,
+            seed=derive_seed(cfg.run.seed, 0, "seed-grow", rounds), batch_size=cfg.propose.generation_batch_size,
+            progress=progress,
+        )
+        records = []
+        for r, c in zip(requests, gen.completions, strict=True):
+            rec = to_record(r, 0, c, cfg.propose.induction_inputs, strict)
+            if rec.program and rec.type != "induction" and cfg.validate_.strip_seed_comments:
+                rec = rec.model_copy(update={"program": strip_comments(rec.program)})
+            records.append(rec.model_copy(update={"proposal_id": f"seed-r{rounds:03d}-{rec.proposal_id[7:]}"}))
+        proposed += len(records)
+        for v in validate_proposals(records, sandbox, cfg):
+            have = sum(t.type == v.type for t in tasks)
+            if v.task is not None and have < target:
+                tasks.append(v.task.model_copy(update={"task_id": f"seed-{v.type}-{have}", "iteration": 0}))
+        write_seed_file(run, tasks)
+    sizes = {t: len(v) for t, v in group_by_type(tasks).items()}
+    return {"rounds": rounds, "proposed": proposed, "buffers": sizes,
+            "reached": all(n >= target for n in sizes.values())}
