@@ -5,12 +5,13 @@ yields a task)."""
 import json
 from dataclasses import dataclass
 
+from conftest import TINY
+
 from stages import seed as seed_stage
 from stages.config import load_config
 from stages.records import Task
 from stages.rundir import read_jsonl
 from stages.session import Session
-from conftest import TINY
 
 DED = "<think> sum </think>\n<answer>\n```python\ndef f(x):\n    # add them up\n    return sum(x)  # total\n```\n```input\n[1, 2, 3]\n```\n</answer>"
 IND = "<think> ok </think>\n<answer>\n```input\n1\n```\n```input\n'a'\n```\n```input\n[2]\n```\n```input\nNone\n```\n```message\nsame\n```\n</answer>"
