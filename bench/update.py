@@ -11,8 +11,8 @@ Each variant (``--chunks``, default ``0,128``; 0 = plain full-vocabulary log-sof
 fresh subprocess so the peak RSS is that variant's alone, with glibc told to mmap every
 allocation of 128 KiB or more (``MALLOC_ENV``) so the resident size follows the live tensors.
 Each runs ``--steps`` update steps (default 2). ``update_peak_mb``: on CPU the highest RSS during
-the steps minus the RSS once the model and optimizer are built (the weights are excluded; the
-first touch of lazily loaded weight pages is included, the same for every variant); on CUDA
+the steps minus the RSS once the model is built and its memory-mapped weights paged in by a
+3-token forward (so the weights are excluded); on CUDA
 ``max_memory_allocated`` (weights included). Times are those of the last step; on a shared host
 they vary several-fold between identical runs, so only memory is a firm result there.
 """
@@ -89,6 +89,10 @@ def worker(args: argparse.Namespace) -> dict:
     cfg = UpdateSection(micro_batch_size=BATCH, logprob_chunk=args.chunk,
                         gradient_checkpointing=args.gradient_checkpointing)
     opt = build_optimizer(model.parameters(), cfg)
+    # the weights are memory-mapped from safetensors: a first forward pages them in (~0.5 GB for
+    # SmolLM2 in fp32), which is the model's memory, not the update's
+    with torch.no_grad():
+        model(input_ids=torch.tensor([[1, 2, 3]], device=device))
     rss_loaded = _rss_mb()
     runs, peaks = [], []
     for _ in range(args.steps):

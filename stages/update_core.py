@@ -90,7 +90,9 @@ class UpdateStats:
     """Bytes. CUDA: ``torch.cuda.max_memory_allocated`` during the step (weights included). CPU:
     the peak resident set size during the step minus the RSS at its start (Linux: the kernel's
     peak counter VmHWM is reset through /proc/self/clear_refs first; elsewhere the process-wide
-    ``ru_maxrss``, which only shows the step's peak when it is the process's highest)."""
+    ``ru_maxrss``, which only shows the step's peak when it is the process's highest). On CPU the
+    first step after loading also counts the memory-mapped weights it pages in, and later steps
+    reuse memory glibc kept from earlier ones, so compare like with like (see bench/update.py)."""
     value_loss: float | None = None
     """PPO: clipped value loss; None for TRR++."""
     optimizer_steps: int = 1
