@@ -23,6 +23,7 @@ app.command("status")(run_cmds.status)
 for _stage in ("propose", "validate", "solve", "reward", "update"):
     app.command(_stage)(getattr(stage_cmds, _stage))
 app.command("loop")(loop_cmds.loop)
+app.command("export")(stage_cmds.export)
 app.command("eval")(eval_cmds.eval_cmd)
 app.command("report")(report_cmds.report)
 app.command("inspect")(report_cmds.inspect)

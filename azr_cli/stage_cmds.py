@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
 
 from azr_cli import display
 from azr_cli.errors import interrupted
@@ -143,3 +146,19 @@ def update(
     run_stage(
         "update", run, iter_, force, set_, device, json_, lambda r, n, s, bar: stage.run(r, n, s, force=force)
     )
+
+
+def export(run: RunOpt, out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the model to.")],
+           iter_: Annotated[int | None, typer.Option("--iter", "-i", help="Iteration (default: the latest checkpoint).",
+                                                     show_default=False)] = None,
+           force: ForceOpt = False, json_: JsonOpt = False) -> None:
+    """Write the policy after iteration N as a plain transformers folder (adapter merged)."""
+    from stages import export as stage
+    from stages.rundir import open_run
+
+    info = stage.run(open_run(run)[0], iter_, out, force=force)
+    if json_:
+        display.print_json(info)
+    else:
+        display.info(f"exported iteration {info['iteration']} to [bold]{info['out']}[/] "
+                     "(load it with AutoModelForCausalLM.from_pretrained)")

@@ -175,3 +175,23 @@ def test_read_after_stage_missing_is_clear(session):
 def test_records_survive_round_trip(session):
     p = session.run.stage_dir(1, "propose") / "proposals.jsonl"
     assert len(read_jsonl(p, Proposal)) == 3 * session.run.config.run.batch_size
+
+
+def test_export_merges_the_adapter(handmade, tmp_path, azr):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    run = handmade.run
+    assert run.is_done(1, "update")
+    r = azr("export", "--run", run.path, "--out", tmp_path / "exported", "--json")
+    assert r.code == 0, r.err
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "exported")
+    with Session(open_run(run.path)[0]) as fresh:
+        policy = fresh.policy_for(2)  # base + the adapter of iteration 1
+        ids = torch.tensor([[1, 2, 3, 4, 5]])
+        with torch.no_grad():
+            want = policy.model(input_ids=ids).logits
+            got = merged(input_ids=ids).logits
+    assert torch.allclose(want, got, atol=1e-5)
+    r = azr("export", "--run", run.path, "--out", tmp_path / "exported")
+    assert r.code == 1 and "not empty" in r.err
