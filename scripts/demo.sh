@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# The main job on the embedded default. Sets everything up first (idempotent).
+# The main job on the embedded default: a few AZR iterations of SmolLM2-135M-Instruct on the CPU
+# (configs/smollm2-cpu.yaml), then the report. Sets everything up first (idempotent). Rerunning
+# resumes the run where it stopped; a finished run only refreshes the report.
+#   AZR_RUN=runs/other AZR_ITERS=5 bash scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 RUN="${AZR_RUN:-runs/demo}"
-.venv/bin/azr seed --run "$RUN" --config configs/tiny.yaml --force
+ITERS="${AZR_ITERS:-3}"
+.venv/bin/azr loop --run "$RUN" --config configs/smollm2-cpu.yaml --iters "$ITERS"
+.venv/bin/azr report --run "$RUN"
 .venv/bin/azr status --run "$RUN"
