@@ -88,21 +88,38 @@ def _show_exec(data: dict[str, Any], as_json: bool) -> None:
             out.print(data[stream], markup=False, highlight=False, end="" if data[stream].endswith("\n") else "\n")
 
 
+RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", help="Where runs (and checkpoints) go, for the free-disk check.")]
+NoGpuOpt = Annotated[bool, typer.Option("--no-gpu", help="Skip the GPU/disk/cache section (no torch import).")]
+_LEVEL_STYLE = {"ok": "[green]ok[/]", "info": "[cyan]info[/]", "warn": "[yellow]warn[/]", "fail": "[bold red]FAIL[/]"}
+
+
 def doctor_cmd(
     json: JsonOpt = False,
     config: ConfigOpt = None,
     sets: SetOpt = None,
+    runs_dir: RunsDirOpt = Path("runs"),
+    no_gpu: NoGpuOpt = False,
 ) -> None:
-    """Prove the sandbox's isolation on this machine (network, files, uid, limits); exit 1 if any check fails."""
+    """Prove the sandbox's isolation on this machine (network, files, uid, limits), then report the
+    GPU side (CUDA, GPU memory, bitsandbytes kernels, free disk, model caches); exit 1 if a sandbox
+    check fails or something is broken (no GPU is information, not a failure)."""
     from rich.table import Table
 
     from azr_cli.display import out, print_json
     from sandbox.doctor import doctor
 
     probes = doctor(_sandbox_config(config, sets, None))
-    ok = all(p.passed for p in probes)
+    gpu: list[Any] = []
+    if not no_gpu:
+        from stages.doctor_gpu import gpu_checks
+
+        gpu = gpu_checks(runs_dir)
+    ok = all(p.passed for p in probes) and not any(c.level == "fail" for c in gpu)
     if json:
-        print_json({"ok": ok, "checks": [p.model_dump() for p in probes]})
+        data: dict[str, Any] = {"ok": ok, "checks": [p.model_dump() for p in probes]}
+        if not no_gpu:
+            data["gpu"] = [c.model_dump() for c in gpu]
+        print_json(data)
     else:
         table = Table(title="azr doctor: sandbox isolation", title_justify="left")
         table.add_column("check", style="bold")
@@ -111,5 +128,13 @@ def doctor_cmd(
         for p in probes:
             table.add_row(p.name, "[green]pass[/]" if p.passed else "[bold red]FAIL[/]", p.detail)
         out.print(table)
+        if gpu:
+            table = Table(title="azr doctor: GPU, disk and model cache", title_justify="left")
+            table.add_column("check", style="bold")
+            table.add_column("result")
+            table.add_column("detail")
+            for c in gpu:
+                table.add_row(c.name, _LEVEL_STYLE[c.level], c.detail)
+            out.print(table)
     if not ok:
         raise typer.Exit(1)

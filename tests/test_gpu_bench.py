@@ -112,3 +112,18 @@ def test_gpu_iteration_bench_tiny_on_cpu(tiny_model, capsys):
     upd = r["variants"]["qlora"]["update"]
     assert upd["rows"] == 2 and upd["peak_mib"] >= 0
     assert '"variants"' in capsys.readouterr().out
+
+
+def test_doctor_gpu_section_on_cpu_is_information(tmp_path, monkeypatch):
+    from stages import doctor_gpu
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    (tmp_path / "hub" / "models--Qwen--Qwen2.5-Coder-3B" / "blobs").mkdir(parents=True)
+    (tmp_path / "hub" / "models--Qwen--Qwen2.5-Coder-3B" / "blobs" / "x").write_bytes(b"0" * 1000)
+    checks = {c.name: c for c in doctor_gpu.gpu_checks(tmp_path / "runs" / "not-yet")}
+    assert not any(c.level == "fail" for c in checks.values())
+    assert checks["CUDA"].level == "info" and "no GPU" in checks["CUDA"].detail  # this CPU box
+    assert "Qwen/Qwen2.5-Coder-3B" in checks["HF hub cache"].detail
+    assert doctor_gpu.folder_size(tmp_path / "hub") == 1000
+    assert str(tmp_path) in checks["disk for checkpoints"].detail  # the nearest existing folder
+    assert doctor_gpu.disk_check(tmp_path, min_free_gib=1e9).level == "warn"
