@@ -68,7 +68,15 @@ def loop(
                 if e["event"] == "done":
                     tracker.log(e["iteration"], e["stage"], e["summary"].get("metrics", {}))
 
-            ran = loop_stage.run(r, iters, session, on_event=on_event, progress_for=lambda n, s: view.progress)
+            def after_iteration(n: int) -> None:
+                from stages.evaluate import maybe_evaluate
+
+                for ev in maybe_evaluate(r, n, session):
+                    tracker.log(n, f"eval/{ev.get('suite')}", {"score": ev.get("score")})
+                    display.info(f"iter {n:>4} eval     {ev.get('suite')}: score {ev.get('score')}")
+
+            ran = loop_stage.run(r, iters, session, on_event=on_event, progress_for=lambda n, s: view.progress,
+                                 after_iteration=after_iteration)
     except KeyboardInterrupt:
         raise interrupted() from None
     finally:

@@ -124,3 +124,13 @@ def test_sigterm_stops_cleanly(looped, tmp_path):
     assert proc.returncode == 130 and "interrupted" in err
     check_intact(path)
     assert not list((path / "iters").rglob(".*.tmp-*"))  # the stage in progress cleaned up
+
+
+def test_loop_evaluates_every_m_iterations(looped, tmp_path):
+    path = tmp_path / "eval"
+    shutil.copytree(looped, path)
+    code, _, err = azr_run("loop", "--run", path, "--iters", 3, "--set", "eval.every=3", "--set", "eval.limit=2",
+                           "--set", "eval.suites=[humaneval-io]")
+    assert code == 0, err
+    assert (path / "eval" / "humaneval-io-000003.json").exists()
+    assert "eval" in err and "score" in err
