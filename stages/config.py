@@ -90,6 +90,9 @@ class ProposeSection(GenerationSection):
     """N: inputs an induction proposal must give (paper: 10); half are shown to the solver."""
     induction_shown: int | None = Field(None, ge=1)
     """How many of the N induction pairs the solver sees; default N // 2 (paper: 5 of 10)."""
+    demonstrations: bool = False
+    """Show the references as earlier answers of the model (chat turns in the asked-for layout)
+    instead of a list in the prompt: small models copy a shown format far better."""
 
     @model_validator(mode="after")
     def _check_split(self) -> ProposeSection:
@@ -115,6 +118,8 @@ class ValidateSection(Section):
 class SolveSection(GenerationSection):
     rollouts: int = Field(8, ge=1)
     """n: solver rollouts per newly valid task, used to estimate its learnability (paper: 8)."""
+    demonstrations: bool = False
+    """Show one fixed worked example of the task type as an earlier exchange before the task."""
 
 
 class RewardSection(Section):

@@ -261,3 +261,83 @@ def _induction_solver_prompt(inputs: Sequence[str], outputs: Sequence[str], mess
         + "\n</answer>",
     ]
     return "\n\n".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Demonstration turns (config propose.demonstrations / solve.demonstrations)
+# ---------------------------------------------------------------------------------------------
+# Small models copy a demonstrated format far better than a described one: SmolLM2-135M wrote
+# fenced programs but almost never an ```input block when the references were listed in the
+# prompt. With demonstrations, each reference becomes an earlier answer of the assistant, written
+# exactly in the asked-for layout, and the last user turn asks for a new one.
+
+Turn = tuple[str, str]
+"""(role, content): role is ``user`` or ``assistant``."""
+
+_ANOTHER = "Good. Now write another puzzle, different from all of the above, in exactly the same layout."
+
+
+def _answer(think: str, *blocks: tuple[str, str]) -> str:
+    body = "\n".join(_fence(kind, text) for kind, text in blocks)
+    return f"<think> {think} </think>\n<answer>\n{body}\n</answer>"
+
+
+def demo_answer(task_type: TaskType, role: str, ref: Ref, n_inputs: int = 10) -> str:
+    """A well-formatted answer of ``role`` for the task ``ref`` (used as a demonstration)."""
+    _check_type(task_type)
+    if role == "proposer":
+        if task_type == "induction":
+            inputs = [("input", x) for x in ref.inputs[:n_inputs]]
+            return _answer("Inputs that show the different cases of f.", *inputs, ("message", ref.message))
+        return _answer("A short deterministic program and an input for it.",
+                       ("python", ref.program), ("input", ref.inputs[0]))
+    if task_type == "deduction":
+        return _answer("I trace the code on the input.", ("output", ref.outputs[0]))
+    if task_type == "abduction":
+        return _answer("I look for an input that gives this output.", ("input", ref.inputs[0]))
+    return _answer("I look for the rule behind the pairs.", ("python", ref.program))
+
+
+def proposer_turns(task_type: TaskType, references: Sequence[Ref], n_inputs: int = 10,
+                   demo: Ref | None = None) -> list[Turn]:
+    """The proposer's prompt as chat turns. deduction/abduction: the instructions, then each
+    reference as an earlier answer. induction: ``references[0]`` is the program to give inputs
+    for; ``demo`` (an induction task from the buffer) is shown first as a worked exchange."""
+    _check_type(task_type)
+    if task_type == "induction":
+        final = proposer_prompt(task_type, references, n_inputs)
+        if demo is None or len(demo.inputs) < n_inputs or not demo.message:
+            return [("user", final)]
+        return [("user", proposer_prompt(task_type, [demo], n_inputs)),
+                ("assistant", demo_answer(task_type, "proposer", demo, n_inputs)), ("user", final)]
+    turns: list[Turn] = [("user", proposer_prompt(task_type, [], n_inputs))]
+    for ref in references:
+        turns += [("assistant", demo_answer(task_type, "proposer", ref)), ("user", _ANOTHER)]
+    return turns
+
+
+# One fixed worked example per type, shown before the real task when solve.demonstrations is on.
+_SOLVER_DEMO = {
+    "deduction": Ref(program="def f(a, b):\n    return [x * b for x in a]", inputs=["[1, 2], 3"], outputs=["[3, 6]"]),
+    "abduction": Ref(program="def f(s):\n    return s.upper() + '!'", inputs=["'hi'"], outputs=["'HI!'"]),
+    "induction": Ref(program="def f(n):\n    return n * n + 1", inputs=["2", "5"], outputs=["5", "26"],
+                     message="It squares the number and adds one."),
+}
+
+
+def solver_turns(task_type: TaskType, *, program: str = "", inputs: Sequence[str] = (),
+                 outputs: Sequence[str] = (), message: str = "") -> list[Turn]:
+    """The solver's prompt as chat turns: one fixed worked example of the type, then the task."""
+    d = _SOLVER_DEMO[task_type]
+    return [
+        ("user", solver_prompt(task_type, program=d.program, inputs=d.inputs, outputs=d.outputs, message=d.message)),
+        ("assistant", demo_answer(task_type, "solver", d)),
+        ("user", solver_prompt(task_type, program=program, inputs=inputs, outputs=outputs, message=message)),
+    ]
+
+
+def show_turns(turns: Sequence[Turn]) -> str:
+    """Readable text of a multi-turn prompt, for records and `azr inspect`."""
+    if len(turns) == 1:
+        return turns[0][1]
+    return "\n\n".join(f"[{role}]\n{text}" for role, text in turns)

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from stages.buffer import Buffers, load_buffers, sample_references
+from stages.chat import render
 from stages.common import derive_seed, proposal_id, share, stage_rng
 from stages.config import TASK_TYPES, Config
 from stages.parsers import parse_proposal
-from stages.prompts import Ref, proposer_prompt
+from stages.prompts import Ref, Turn, proposer_prompt, proposer_turns, show_turns
 from stages.records import Proposal, Task, TaskType
 from stages.rundir import Run
 
@@ -27,8 +28,12 @@ from stages.rundir import Run
 class Request:
     proposal_id: str
     type: TaskType
-    prompt: str
+    turns: list[Turn]
     references: list[Task]
+
+    @property
+    def prompt(self) -> str:
+        return show_turns(self.turns)
 
 
 def _ref(task: Task) -> Ref:
@@ -39,15 +44,21 @@ def build_requests(buffers: Buffers, cfg: Config, rng: random.Random, iteration:
     """B prompts per type, in a fixed order (deduction, abduction, induction)."""
     out: list[Request] = []
     programs = buffers["deduction"] + buffers["abduction"]
+    n_inputs, demos = cfg.propose.induction_inputs, cfg.propose.demonstrations
     for t in TASK_TYPES:
         for k in range(cfg.run.batch_size):
             if t == "induction":
                 refs = [rng.choice(programs)]
-                prompt = proposer_prompt(t, [_ref(refs[0])], n_inputs=cfg.propose.induction_inputs)
+                if demos:
+                    demo = _ref(rng.choice(buffers["induction"])) if buffers["induction"] else None
+                    turns = proposer_turns(t, [_ref(refs[0])], n_inputs, demo)
+                else:
+                    turns = [("user", proposer_prompt(t, [_ref(refs[0])], n_inputs=n_inputs))]
             else:
                 refs = sample_references(buffers[t], cfg.propose.references, rng)
-                prompt = proposer_prompt(t, [_ref(r) for r in refs], n_inputs=cfg.propose.induction_inputs)
-            out.append(Request(proposal_id(iteration, t, k), t, prompt, refs))
+                turns = (proposer_turns(t, [_ref(r) for r in refs], n_inputs) if demos
+                         else [("user", proposer_prompt(t, [_ref(r) for r in refs], n_inputs=n_inputs))])
+            out.append(Request(proposal_id(iteration, t, k), t, turns, refs))
     return out
 
 
@@ -104,7 +115,7 @@ def run(
     requests = build_requests(buffers, cfg, stage_rng(cfg.run.seed, n, "propose"), n)
     p = cfg.propose
     gen = policy.generate(
-        [policy.wrap(r.prompt) for r in requests],
+        [render(policy, r.turns) for r in requests],
         max_new_tokens=p.max_new_tokens,
         temperature=p.temperature,
         top_p=p.top_p,

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from stages.buffer import load_buffers, solver_batch
+from stages.chat import render
 from stages.common import derive_seed, share, stage_rng
 from stages.config import TASK_TYPES, Config
 from stages.parsers import parse_solver
-from stages.prompts import solver_prompt
+from stages.prompts import Turn, show_turns, solver_prompt, solver_turns
 from stages.records import Rollout, Task
 from stages.rundir import Run
 
@@ -31,30 +32,38 @@ class Job:
     rollout_id: str
     task: Task
     purpose: str
-    prompt: str
+    turns: list[Turn]
+
+    @property
+    def prompt(self) -> str:
+        return show_turns(self.turns)
 
 
-def task_prompt(task: Task) -> str:
+def task_turns(task: Task, demonstrations: bool = False) -> list[Turn]:
+    """What the solver sees: induction shows only the first n_shown pairs and the message."""
     if task.type == "induction":
         k = task.n_shown
-        return solver_prompt(
-            "induction", inputs=task.inputs[:k], outputs=task.outputs[:k], message=task.message
-        )
-    return solver_prompt(task.type, program=task.program, inputs=task.inputs, outputs=task.outputs)
+        shown: dict[str, Any] = {"inputs": task.inputs[:k], "outputs": task.outputs[:k], "message": task.message}
+    else:
+        shown = {"program": task.program, "inputs": task.inputs, "outputs": task.outputs}
+    if demonstrations:
+        return solver_turns(task.type, **shown)
+    return [("user", solver_prompt(task.type, **shown))]
 
 
 def build_jobs(
     new: list[Task], buffers: dict[str, list[Task]], cfg: Config, rng: random.Random, iteration: int
 ) -> list[Job]:
+    demos = cfg.solve.demonstrations
     jobs = [
-        Job(f"{t.task_id}-r{j}", t, "learnability", task_prompt(t))
+        Job(f"{t.task_id}-r{j}", t, "learnability", task_turns(t, demos))
         for t in new
         for j in range(cfg.solve.rollouts)
     ]
     for typ in TASK_TYPES:
         batch = solver_batch([t for t in new if t.type == typ], buffers[typ], cfg.run.batch_size, rng)
         jobs += [
-            Job(f"{iteration:06d}-train-{typ[:3]}-{k:03d}", t, "train", task_prompt(t))
+            Job(f"{iteration:06d}-train-{typ[:3]}-{k:03d}", t, "train", task_turns(t, demos))
             for k, t in enumerate(batch)
         ]
     return jobs
@@ -139,7 +148,7 @@ def run(
     new = run.read(n, "validate", "tasks.jsonl", Task)
     jobs = build_jobs(new, load_buffers(run, n), cfg, stage_rng(cfg.run.seed, n, "solve"), n)
     gen = policy.generate(
-        [policy.wrap(j.prompt) for j in jobs],
+        [render(policy, j.turns) for j in jobs],
         max_new_tokens=s.max_new_tokens,
         temperature=s.temperature,
         top_p=s.top_p,

@@ -9,8 +9,8 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO, TINY
+
 from stages.records import RECORD_FILES
 from stages.rundir import STAGES, open_run, read_jsonl
 
@@ -49,7 +49,7 @@ def check_intact(run_path):
 @pytest.fixture(scope="module")
 def looped(tmp_path_factory, tiny_model):
     path = tmp_path_factory.mktemp("loop") / "run"
-    code, out, err = azr_run("loop", "--run", path, "--config", TINY, "--iters", 2, "--json")
+    code, _, err = azr_run("loop", "--run", path, "--config", TINY, "--iters", 2, "--json")
     assert code == 0, err
     return path
 

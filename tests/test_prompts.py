@@ -115,3 +115,44 @@ def test_prompts_stay_short():
         solver_prompt("induction", inputs=["1"], outputs=["1"], message="m"),
     ]
     assert max(len(p) for p in prompts) < 2000  # characters, so well under 1k tokens
+
+
+# --- demonstration turns (propose.demonstrations / solve.demonstrations)
+
+
+def test_proposer_turns_show_references_as_earlier_answers():
+    from stages.parsers import parse_proposal
+    from stages.prompts import proposer_turns
+
+    refs = [Ref(program="def f(a):\n    return a + 1", inputs=["1"], outputs=["2"]),
+            Ref(program="def f(s):\n    return s[::-1]", inputs=["'ab'"], outputs=["'ba'"])]
+    turns = proposer_turns("deduction", refs)
+    assert [r for r, _ in turns] == ["user", "assistant", "user", "assistant", "user"]
+    first = parse_proposal(turns[1][1], "deduction")
+    assert first.format_ok and first.program == refs[0].program and first.inputs == ["1"]
+    assert "different" in turns[-1][1]
+
+
+def test_induction_turns_demonstrate_with_a_buffer_task():
+    from stages.parsers import parse_proposal
+    from stages.prompts import proposer_turns
+
+    demo = Ref(program="def f(a):\n    return a", inputs=["1", "2", "3", "4"], outputs=["1", "2", "3", "4"],
+               message="same")
+    prog = Ref(program="def f(x):\n    return x * 3")
+    turns = proposer_turns("induction", [prog], n_inputs=4, demo=demo)
+    assert len(turns) == 3 and "x * 3" in turns[-1][1]
+    assert parse_proposal(turns[1][1], "induction", n_inputs=4).format_ok
+    assert len(proposer_turns("induction", [prog], n_inputs=4)) == 1  # no demo: one turn
+
+
+def test_solver_turns_work_an_example_then_ask():
+    from stages.parsers import parse_solver
+    from stages.prompts import solver_turns
+
+    for t in ("deduction", "abduction", "induction"):
+        kw = ({"inputs": ["1"], "outputs": ["2"], "message": "m"} if t == "induction"
+              else {"program": "def f(a):\n    return a", "inputs": ["1"], "outputs": ["1"]})
+        turns = solver_turns(t, **kw)
+        assert [r for r, _ in turns] == ["user", "assistant", "user"]
+        assert parse_solver(turns[1][1], t).format_ok

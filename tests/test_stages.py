@@ -118,8 +118,8 @@ def test_solver_answers_are_judged_by_value(handmade):
 
     tasks = {t.task_id: t for t in handmade.run.read(1, "validate", "tasks.jsonl", Task)}
     ded, abd, ind = tasks["t000001-ded-000"], tasks["t000001-abd-000"], tasks["t000001-ind-000"]
-    jobs = [Job("a", ded, "train", ""), Job("b", ded, "train", ""), Job("c", abd, "train", ""),
-            Job("d", ind, "train", ""), Job("e", ind, "train", "")]
+    jobs = [Job("a", ded, "train", []), Job("b", ded, "train", []), Job("c", abd, "train", []),
+            Job("d", ind, "train", []), Job("e", ind, "train", [])]
     preds = ["[2,4,6]", "[2, 4, 7]", "'abc'", "def f(a):\n    return a ** 2", "def f(a):\n    return a + a"]
     verdicts = check_answers(jobs, preds, handmade.sandbox(), handmade.run.config)
     assert [v.correct for v in verdicts] == [True, False, True, True, False]
@@ -195,3 +195,13 @@ def test_export_merges_the_adapter(handmade, tmp_path, azr):
     assert torch.allclose(want, got, atol=1e-5)
     r = azr("export", "--run", run.path, "--out", tmp_path / "exported")
     assert r.code == 1 and "not empty" in r.err
+
+
+def test_propose_with_demonstrations(tmp_path, tiny_model):
+    cfg = load_config(TINY, ["propose.demonstrations=true", "solve.demonstrations=true"])
+    run = seed_stage.run(tmp_path / "run", cfg)
+    with Session(run) as s:
+        propose.run(run, 1, s.policy_for(1))
+    records = run.read(1, "propose", "proposals.jsonl", Proposal)
+    ded = next(r for r in records if r.type == "deduction")
+    assert "[assistant]" in ded.prompt and "def f(a):\n    return a" in ded.prompt
