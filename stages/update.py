@@ -98,6 +98,7 @@ def run(run: Run, n: int, session: Session, *, force: bool = False) -> dict[str,
         ).to_dict()
     save_checkpoint(run, n, session, stats)
     session.advance(n)
+    stats["step_seconds"] = stats.pop("seconds")  # the stage's own `seconds` covers the whole stage
     summary = {"count": len(samples), "metrics": {k: v for k, v in stats.items() if v is not None}}
     run.write_stage(n, "update", {}, summary, force=force, started=started)
     return summary

@@ -205,3 +205,29 @@ def test_propose_with_demonstrations(tmp_path, tiny_model):
     records = run.read(1, "propose", "proposals.jsonl", Proposal)
     ded = next(r for r in records if r.type == "deduction")
     assert "[assistant]" in ded.prompt and "def f(a):\n    return a" in ded.prompt
+
+
+def test_tensorboard_events_are_written(tmp_path):
+    from stages.tracking import Tracker
+
+    run = seed_stage.run(tmp_path / "run", load_config(TINY, ["log.tensorboard=true"]))
+    tracker = Tracker(run)
+    tracker.log(1, "propose", {"format_ok": 0.5, "tokens": 12, "note": "text is skipped"})
+    tracker.close()
+    events = list((run.path / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+
+
+def test_ppo_iteration_trains_a_value_head(tmp_path, tiny_model):
+    from stages import loop
+
+    run = seed_stage.run(tmp_path / "run", load_config(TINY, ["update.algorithm=ppo"]))
+    with Session(run) as s:
+        loop.run(run, 1, s)
+        assert s.value_head is not None
+    ckpt = run.checkpoint_dir(1)
+    assert (ckpt / "value_head.safetensors").exists()
+    assert "value_loss" in run.summary(1, "update")["metrics"]
+    with Session(open_run(run.path)[0]) as fresh:  # the next iteration restores it
+        fresh.trainer_for(2)
+        assert fresh.value_head is not None
