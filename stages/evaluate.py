@@ -378,8 +378,10 @@ def codegen_program(item: Item, code: str) -> str:
     return f"{item.program}\n\n{code}\n\n{item.tests}"
 
 
-def score(items: list[Item], texts: list[str], sandbox: Any, sandbox_cfg: Any) -> list[dict[str, Any]]:
-    """One result per item: prediction, correct, format, and the sandbox's word, in one batch."""
+def score(items: list[Item], texts: list[str], sandbox: Any, sandbox_cfg: Any,
+          strict: bool = True) -> list[dict[str, Any]]:
+    """One result per item: prediction, correct, format, and the sandbox's word, in one batch.
+    `strict=False` (a run with reward.format: blocks) reads the blocks without the tags."""
     from sandbox.result import Status
     from sandbox.tasks import AbductionAnswer, DeductionAnswer, check_answers
 
@@ -389,12 +391,12 @@ def score(items: list[Item], texts: list[str], sandbox: Any, sandbox_cfg: Any) -
     for k, (item, text) in enumerate(zip(items, texts, strict=True)):
         if item.kind == "codegen":
             prediction = extract_code(text, item.entry_point)
-            verdict = format_verdict(text, "solver", "induction")  # the same layout: one python block
+            verdict = format_verdict(text, "solver", "induction", strict=strict)  # the same layout: one python block
             format_ok, format_error = verdict.ok, verdict.error
             if prediction is not None:
                 programs.append((k, codegen_program(item, prediction)))
         else:
-            parsed = parse_solver(text, item.kind)
+            parsed = parse_solver(text, item.kind, strict)
             prediction, format_ok, format_error = parsed.prediction, parsed.format_ok, parsed.format_error
             if prediction is not None:
                 answers.append((k, DeductionAnswer(gold_output=item.output, predicted=prediction)
@@ -458,7 +460,7 @@ def evaluate(
         progress=progress,
     )
     check_start = time.perf_counter()
-    results = score(items, gen.texts, sandbox, cfg.sandbox)
+    results = score(items, gen.texts, sandbox, cfg.sandbox, strict=cfg.reward.format == "strict")
     out = {
         "suite": suite,
         "iteration": iteration,
