@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from stages.prompts import Turn
@@ -17,3 +17,14 @@ def render(policy: Any, turns: Sequence[Turn]) -> str:
         messages = [{"role": role, "content": text} for role, text in turns]
         return policy.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return "".join(f"{role.capitalize()}: {text}\n\n" for role, text in turns) + "Assistant:"
+
+
+def generate(policy: Any, prompts: Sequence[Sequence[Turn]], gen: Any, seed: int,
+             progress: Callable[[int, int], None] | None = None) -> Any:
+    """Complete every prompt (a list of turns) with a role's generation settings
+    (`propose` or `solve` section of the config)."""
+    return policy.generate(
+        [render(policy, turns) for turns in prompts], max_new_tokens=gen.max_new_tokens,
+        temperature=gen.temperature, top_p=gen.top_p, seed=seed, batch_size=gen.generation_batch_size,
+        progress=progress,
+    )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stages.buffer import Buffers, load_buffers, sample_references
-from stages.chat import render
+from stages.chat import generate
 from stages.common import derive_seed, proposal_id, share, stage_rng
 from stages.config import TASK_TYPES, Config
 from stages.parsers import parse_proposal
@@ -114,15 +114,7 @@ def run(
     buffers = buffers if buffers is not None else load_buffers(run, n - 1)
     requests = build_requests(buffers, cfg, stage_rng(cfg.run.seed, n, "propose"), n)
     p = cfg.propose
-    gen = policy.generate(
-        [render(policy, r.turns) for r in requests],
-        max_new_tokens=p.max_new_tokens,
-        temperature=p.temperature,
-        top_p=p.top_p,
-        seed=derive_seed(cfg.run.seed, n, "propose", "gen"),
-        batch_size=p.generation_batch_size,
-        progress=progress,
-    )
+    gen = generate(policy, [r.turns for r in requests], p, derive_seed(cfg.run.seed, n, "propose", "gen"), progress)
     strict = cfg.reward.format == "strict"
     records = [
         to_record(r, n, c, p.induction_inputs, strict) for r, c in zip(requests, gen.completions, strict=True)

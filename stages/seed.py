@@ -73,7 +73,7 @@ def grow(run: Run, target: int, policy: Any, sandbox: Any, max_rounds: int = 20,
     Programs are stored with their comments stripped. `buffer/seed.jsonl` is rewritten atomically
     after each round, so a stop loses at most the round in progress."""
     from stages.buffer import group_by_type
-    from stages.chat import render
+    from stages.chat import generate
     from stages.common import derive_seed, stage_rng
     from stages.parsers import strip_comments
     from stages.propose import build_requests, to_record
@@ -91,12 +91,8 @@ def grow(run: Run, target: int, policy: Any, sandbox: Any, max_rounds: int = 20,
             break
         rng = stage_rng(cfg.run.seed, 0, f"seed-grow-{rounds}")
         requests = [r for r in build_requests(buffers, cfg, rng, 0) if r.type in short]
-        gen = policy.generate(
-            [render(policy, r.turns) for r in requests], max_new_tokens=cfg.propose.max_new_tokens,
-            temperature=cfg.propose.temperature, top_p=cfg.propose.top_p,
-            seed=derive_seed(cfg.run.seed, 0, "seed-grow", rounds), batch_size=cfg.propose.generation_batch_size,
-            progress=progress,
-        )
+        gen = generate(policy, [r.turns for r in requests], cfg.propose,
+                       derive_seed(cfg.run.seed, 0, "seed-grow", rounds), progress)
         records = []
         for r, c in zip(requests, gen.completions, strict=True):
             rec = to_record(r, 0, c, cfg.propose.induction_inputs, strict)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stages.buffer import load_buffers, solver_batch
-from stages.chat import render
+from stages.chat import generate
 from stages.common import derive_seed, share, stage_rng
 from stages.config import TASK_TYPES, Config
 from stages.parsers import parse_solver
@@ -147,15 +147,7 @@ def run(
     cfg, s = run.config, run.config.solve
     new = run.read(n, "validate", "tasks.jsonl", Task)
     jobs = build_jobs(new, load_buffers(run, n), cfg, stage_rng(cfg.run.seed, n, "solve"), n)
-    gen = policy.generate(
-        [render(policy, j.turns) for j in jobs],
-        max_new_tokens=s.max_new_tokens,
-        temperature=s.temperature,
-        top_p=s.top_p,
-        seed=derive_seed(cfg.run.seed, n, "solve", "gen"),
-        batch_size=s.generation_batch_size,
-        progress=progress,
-    )
+    gen = generate(policy, [j.turns for j in jobs], s, derive_seed(cfg.run.seed, n, "solve", "gen"), progress)
     strict = cfg.reward.format == "strict"
     parsed = [parse_solver(c.text, j.task.type, strict) for j, c in zip(jobs, gen.completions, strict=True)]
     start = time.perf_counter()
