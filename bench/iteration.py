@@ -33,8 +33,9 @@ def measure(run_path: Path) -> dict:
     for n in range(1, run.completed_iterations() + 1):
         m = {s: run.summary(n, s).get("metrics", {}) for s in STAGES}
         stage_s = {s: float(m[s].get("seconds", 0.0)) for s in STAGES}
-        model_s = float(m["propose"].get("generate_s", 0)) + float(m["solve"].get("generate_s", 0)) \
-            + float(m["update"].get("step_seconds", 0))
+        # Runs made before the update recorded step_seconds: count the whole update stage.
+        step = float(m["update"].get("step_seconds", stage_s["update"]))
+        model_s = float(m["propose"].get("generate_s", 0)) + float(m["solve"].get("generate_s", 0)) + step
         total = sum(stage_s.values())
         rows.append({"iteration": n, "stage_seconds": stage_s, "total_s": round(total, 2),
                      "model_s": round(model_s, 2), "outside_share": round(1 - model_s / total, 3) if total else None,
@@ -67,7 +68,7 @@ def main() -> None:
     print("iter " + " ".join(f"{s:>9}" for s in STAGES) + "    total  model  outside  sandbox")
     for r in result["iterations"]:
         cells = " ".join(f"{r['stage_seconds'][s]:9.1f}" for s in STAGES)
-        print(f"{r['iteration']:>4} {cells} {r['total_s']:8.1f} {r['model_s']:6.1f} {r['outside_share']:8.1%}"
+        print(f"{r['iteration']:>4} {cells} {r['total_s']:8.1f} {r['model_s']:6.1f} {r['outside_share']:8.2%}"
               f" {r['sandbox_s']:8.1f}")
 
 
