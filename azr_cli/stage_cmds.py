@@ -46,6 +46,12 @@ def run_stage(
             summary = body(run, n, session, bar)
     except KeyboardInterrupt:
         raise interrupted() from None
+    if run.config.log.tensorboard or run.config.log.wandb:
+        from stages.tracking import Tracker
+
+        tracker = Tracker(run)
+        tracker.log(n, stage, summary.get("metrics", {}))
+        tracker.close()
     if json_:
         display.print_json({"iteration": n, "stage": stage, **summary})
     else:
