@@ -70,8 +70,14 @@ def save_checkpoint(run: Run, n: int, session: Session, stats: dict[str, Any]) -
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
+
+
+def prune_checkpoints(run: Run) -> None:
+    """Apply retention. Called only once the update stage is complete, so that a crash between
+    writing checkpoint N and completing the stage never loses checkpoint N−1 (its starting point)."""
     u = run.config.update
-    done = [int(p.name) for p in final.parent.iterdir() if p.name.isdigit()]
+    root = run.path / "checkpoints"
+    done = [int(p.name) for p in root.iterdir() if p.name.isdigit()]
     for i in set(done) - kept_checkpoints(done, u.keep_last, u.keep_every):
         shutil.rmtree(run.checkpoint_dir(i), ignore_errors=True)
 
@@ -101,4 +107,5 @@ def run(run: Run, n: int, session: Session, *, force: bool = False) -> dict[str,
     stats["step_seconds"] = stats.pop("seconds")  # the stage's own `seconds` covers the whole stage
     summary = {"count": len(samples), "metrics": {k: v for k, v in stats.items() if v is not None}}
     run.write_stage(n, "update", {}, summary, force=force, started=started)
+    prune_checkpoints(run)
     return summary

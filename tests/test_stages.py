@@ -231,3 +231,13 @@ def test_ppo_iteration_trains_a_value_head(tmp_path, tiny_model):
     with Session(open_run(run.path)[0]) as fresh:  # the next iteration restores it
         fresh.trainer_for(2)
         assert fresh.value_head is not None
+
+
+def test_prune_checkpoints_keeps_last_and_every(tmp_path):
+    from stages.update import prune_checkpoints
+
+    run = seed_stage.run(tmp_path / "run", load_config(TINY, ["update.keep_last=1", "update.keep_every=2"]))
+    for i in range(1, 6):
+        run.checkpoint_dir(i).mkdir(parents=True)
+    prune_checkpoints(run)
+    assert sorted(p.name for p in (run.path / "checkpoints").iterdir()) == ["000002", "000004", "000005"]
