@@ -80,7 +80,8 @@ class GenerationSection(Section):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     """Nucleus sampling mass (paper: 1.0)."""
     generation_batch_size: int = _runtime(16, ge=1)
-    """Prompts generated together in one call (memory knob; does not change results on CPU)."""
+    """Prompts generated together in one batch (a speed/memory knob; sampling is seeded per batch,
+    so changing it changes which samples a run draws)."""
 
 
 class ProposeSection(GenerationSection):
