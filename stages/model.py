@@ -20,6 +20,7 @@ module stays cheap for the CLI.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import time
@@ -431,37 +432,18 @@ def generate_batch(
     tests), with bucketed shapes (see :data:`BATCH_BUCKETS`); if that path fails it is logged
     once and this process generates eagerly from then on.
     """
+    rows = functools.partial(_generate_rows, model, prompts, config=config, pad_id=pad_id, eos_ids=eos_ids,
+                             stop_criteria=stop_criteria, seed=seed, device=device)
     if static_cache and not _static_failed:
         try:
-            return _generate_rows(
-                model,
-                prompts,
-                config=config,
-                pad_id=pad_id,
-                eos_ids=eos_ids,
-                stop_criteria=stop_criteria,
-                seed=seed,
-                device=device,
-                static=True,
-                compile_all_devices=compile_all_devices,
-            )
+            return rows(static=True, compile_all_devices=compile_all_devices)
         except Exception as e:  # any compile or runtime failure: eager is the fallback
             _static_failed.append(f"{type(e).__name__}: {e}")
             logging.getLogger(__name__).warning(
                 "static-cache generation failed (%s); generating eagerly from now on",
                 _static_failed[0].splitlines()[0][:200],
             )
-    return _generate_rows(
-        model,
-        prompts,
-        config=config,
-        pad_id=pad_id,
-        eos_ids=eos_ids,
-        stop_criteria=stop_criteria,
-        seed=seed,
-        device=device,
-        static=False,
-    )
+    return rows(static=False)
 
 
 def _generate_rows(
