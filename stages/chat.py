@@ -28,3 +28,9 @@ def generate(policy: Any, prompts: Sequence[Sequence[Turn]], gen: Any, seed: int
         temperature=gen.temperature, top_p=gen.top_p, seed=seed, batch_size=gen.generation_batch_size,
         progress=progress,
     )
+
+
+def completion_fields(c: Any) -> dict[str, Any]:
+    """The record fields every generated response carries: its text and its exact tokens."""
+    return {"completion": c.text, "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
+            "prompt_ids": c.prompt_ids, "completion_ids": c.token_ids}

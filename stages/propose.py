@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stages.buffer import Buffers, load_buffers, sample_references
-from stages.chat import generate
+from stages.chat import completion_fields, generate
 from stages.common import derive_seed, proposal_id, share, stage_rng
 from stages.config import TASK_TYPES, Config
 from stages.parsers import parse_proposal
@@ -70,17 +70,13 @@ def to_record(req: Request, iteration: int, completion: Any, n_inputs: int, stri
         iteration=iteration,
         type=req.type,
         prompt=req.prompt,
-        completion=completion.text,
         reference_task_ids=[r.task_id for r in req.references],
         program=program,
         inputs=parsed.inputs,
         message=parsed.message,
         format_ok=parsed.format_ok,
         format_error=parsed.format_error,
-        prompt_tokens=completion.prompt_tokens,
-        completion_tokens=completion.completion_tokens,
-        prompt_ids=completion.prompt_ids,
-        completion_ids=completion.token_ids,
+        **completion_fields(completion),
     )
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stages.buffer import load_buffers, solver_batch
-from stages.chat import generate
+from stages.chat import completion_fields, generate
 from stages.common import derive_seed, share, stage_rng
 from stages.config import TASK_TYPES, Config
 from stages.parsers import parse_solver
@@ -100,17 +100,13 @@ def to_rollout(job: Job, completion: Any, parsed: Any, verdict: Any) -> Rollout:
         type=job.task.type,
         purpose=job.purpose,
         prompt=job.prompt,
-        completion=completion.text,
         prediction=parsed.prediction,
         format_ok=parsed.format_ok,
         format_error=parsed.format_error,
         correct=bool(parsed.format_ok and verdict is not None and verdict.correct),
         fraction=float(verdict.fraction) if verdict is not None else 0.0,
         check_detail=verdict.detail if verdict is not None else "",
-        prompt_tokens=completion.prompt_tokens,
-        completion_tokens=completion.completion_tokens,
-        prompt_ids=completion.prompt_ids,
-        completion_ids=completion.token_ids,
+        **completion_fields(completion),
     )
 
 
