@@ -19,7 +19,8 @@ def on_sigterm(signum: int, frame: Any) -> None:
 
 def loop(
     run: RunOpt,
-    iters: Annotated[int, typer.Option("--iters", "-n", help="Stop when the run has this many complete iterations.")],
+    iters: Annotated[int, typer.Option("--iters", "-n", min=1,
+                                       help="Stop when the run has this many complete iterations.")],
     config: ConfigOpt = None,
     set_: SetOpt = None,
     seed: SeedOpt = None,
@@ -62,7 +63,7 @@ def loop(
     buffers = status_data(r)["buffers"]
     tracker = Tracker(r)
     try:
-        with Session(r) as session, LoopDisplay(iters, buffers) as view:
+        with r.writing(), Session(r) as session, LoopDisplay(iters, buffers) as view:
             def on_event(e: dict[str, Any]) -> None:
                 view.on_event(e)
                 if e["event"] == "done":

@@ -33,7 +33,7 @@ app.add_typer(config_cmds.app, name="config")
 
 # Exceptions whose message is meant for the user: one line, exit 1. Matched by class name so that
 # this module never imports torch/transformers to know their error types.
-USER_ERRORS = {"UserError", "ConfigError", "RunError", "SandboxUnavailable", "ModelError", "EvalError"}
+USER_ERRORS = {"UserError", "ConfigError", "RunError", "RunLocked", "SandboxUnavailable", "ModelError", "EvalError"}
 
 
 def _is_user_error(e: BaseException) -> bool:
@@ -69,6 +69,10 @@ def main() -> None:
             raise
         if _is_user_error(e):
             error_line(str(e).splitlines()[0] if str(e) else type(e).__name__)
+            sys.exit(1)
+        if isinstance(e, OSError) and e.strerror:  # read-only filesystem, disk full, not a directory ...
+            where = f"{e.filename}: " if e.filename else ""
+            error_line(f"{where}{e.strerror}; check the path, its permissions and free space")
             sys.exit(1)
         error_line(f"internal error: {type(e).__name__}: {e} (rerun with AZR_DEBUG=1 for the traceback)")
         sys.exit(1)

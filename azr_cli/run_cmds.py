@@ -34,8 +34,6 @@ def seed(
 
     if grow is not None and (run / "manifest.json").exists() and not force:
         r = open_run(run, config, set_, _flags(seed))[0]  # resume a seeding phase
-        if r.iterations():
-            raise RunError(f"{run} already has iterations; its seed buffer can no longer change")
     else:
         cfg = load_config(config, set_, _flags(seed))
         r = seed_stage.run(run, cfg, force=force)
@@ -45,8 +43,11 @@ def seed(
     if grow is not None:
         from stages.session import Session
 
-        with Session(r) as session, display.progress("seed --grow") as bar:
-            grown = seed_stage.grow(r, grow, session.policy_for(1), session.sandbox(), max_rounds, bar)
+        with r.writing():
+            if r.iterations():
+                raise RunError(f"{run} already has iterations; its seed buffer can no longer change")
+            with Session(r) as session, display.progress("seed --grow") as bar:
+                grown = seed_stage.grow(r, grow, session.policy_for(1), session.sandbox(), max_rounds, bar)
         if not grown["reached"]:
             display.warn(f"after {grown['rounds']} rounds the buffers hold {grown['buffers']}, short of {grow}; "
                          "rerun the same command to go on, or start the loop with what there is")
@@ -61,7 +62,9 @@ def status(run: RunOpt, json_: JsonOpt = False) -> None:
     """Iterations, which stages are done, buffer sizes, the last metrics."""
     from stages.rundir import open_run
 
-    info = status_data(open_run(run)[0])
+    r = open_run(run)[0]
+    r.check_stages()
+    info = status_data(r)
     if json_:
         display.print_json(info)
     else:

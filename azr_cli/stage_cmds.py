@@ -37,13 +37,14 @@ def run_stage(
     from stages.session import Session
 
     run, overrides = open_run(run_path, None, sets, _flags(device))
-    n = run.resolve_iter(stage, iter_, force)
-    if overrides and not json_:
-        display.info(f"runtime overrides: {overrides}")
     signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        with Session(run) as session, display.progress(f"{stage} {n}") as bar:
-            summary = body(run, n, session, bar)
+        with run.writing():
+            n = run.resolve_iter(stage, iter_, force)
+            if overrides and not json_:
+                display.info(f"runtime overrides: {overrides}")
+            with Session(run) as session, display.progress(f"{stage} {n}") as bar:
+                summary = body(run, n, session, bar)
     except KeyboardInterrupt:
         raise interrupted() from None
     if run.config.log.tensorboard or run.config.log.wandb:

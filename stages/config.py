@@ -38,7 +38,9 @@ def _runtime(default: Any, **kw: Any) -> Any:
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+    # allow_inf_nan=False: `--set update.lr=.inf` (or nan) is refused here, not found in the weights.
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True,
+                              allow_inf_nan=False)
 
 
 class RunSection(Section):
@@ -75,7 +77,7 @@ class ModelSection(Section):
 class GenerationSection(Section):
     max_new_tokens: int = Field(512, ge=1)
     """Longest completion, in tokens."""
-    temperature: float = Field(1.0, ge=0.0)
+    temperature: float = Field(1.0, ge=0.0, le=10.0)
     """Sampling temperature (paper: 1.0); 0 means greedy."""
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     """Nucleus sampling mass (paper: 1.0)."""
@@ -138,32 +140,32 @@ class RewardSection(Section):
     """Proposer reward for a proposal that fails validation."""
     trivial_task_reward: float = 0.0
     """Proposer reward when every or no rollout solves the task (paper formula: 0; official code: -0.5)."""
-    advantage_eps: float = Field(1e-6, gt=0)
+    advantage_eps: float = Field(1e-6, gt=0, le=1.0)
     """epsilon in A = (r - mean) / (std + epsilon), per (type, role) batch."""
 
 
 class UpdateSection(Section):
     algorithm: Literal["trr++", "ppo"] = "trr++"
     """`trr++`: Task-Relative REINFORCE++ (six baselines, no critic); `ppo`: value head + GAE."""
-    lr: float = Field(2e-5, gt=0)
+    lr: float = Field(2e-5, gt=0, le=1.0)
     """Learning rate (constant). The paper's 1e-6 is for full fine-tuning; LoRA wants more."""
     optimizer: Literal["adamw", "adamw8bit"] = "adamw"
     """AdamW, or bitsandbytes' 8-bit AdamW."""
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0, le=1.0)
     """AdamW weight decay."""
-    clip_ratio: float = Field(0.2, gt=0)
+    clip_ratio: float = Field(0.2, gt=0, le=1.0)
     """PPO surrogate ratio clip."""
-    entropy_coef: float = 0.001
+    entropy_coef: float = Field(0.001, ge=0, le=1.0)
     """Entropy bonus coefficient."""
-    kl_coef: float = Field(0.0, ge=0)
+    kl_coef: float = Field(0.0, ge=0, le=100.0)
     """KL penalty to the reference model (0 = off, the paper's default)."""
     max_grad_norm: float = Field(1.0, gt=0)
     """Gradient-norm clip."""
     ppo_epochs: int = Field(1, ge=1)
     """Optimizer steps per iteration over the same batch (paper: 1)."""
-    value_lr: float = Field(1e-4, gt=0)
+    value_lr: float = Field(1e-4, gt=0, le=1.0)
     """Learning rate of the PPO value head."""
-    value_coef: float = Field(0.5, ge=0)
+    value_coef: float = Field(0.5, ge=0, le=100.0)
     """Weight of the value loss (PPO)."""
     gamma: float = Field(1.0, ge=0, le=1)
     """Discount for GAE (PPO)."""
@@ -325,11 +327,31 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (line {key_node.start_mark.line + 1})", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML with the safe loader, duplicate keys refused."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist; configs/ holds the shipped ones")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml(path.read_text(encoding="utf-8")) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         where = f":{line + 1}" if line is not None else ""

@@ -9,6 +9,9 @@ runs/<name>/
 A stage writes into ``iters/N/.<stage>.tmp-<pid>`` and renames it into place when complete: the
 folder's existence is the completion mark. Leftover temporary folders (a crash, a kill -9) are
 never read, and are removed when the stage is written again. Nothing is edited in place.
+
+Every write happens under the run lock (:mod:`stages.runlock`): one writing process per run, so a
+temporary folder found by the writer always belongs to a dead process and is safe to remove.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,8 +28,8 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from stages import __version__
-from stages.config import Config, ConfigError, load_config, meaning_changes, runtime_changes, to_yaml
+from stages import __version__, runlock
+from stages.config import Config, ConfigError, flatten, load_config, meaning_changes, runtime_changes, to_yaml
 
 FORMAT_VERSION = 1
 STAGES: tuple[str, ...] = ("propose", "validate", "solve", "reward", "update")
@@ -186,31 +189,37 @@ class Run:
         return n
 
     @contextmanager
+    def writing(self) -> Iterator[Run]:
+        """Hold the run lock for the block (re-entrant); raise RunLocked if another process writes."""
+        with runlock.hold(self.path):
+            yield self
+
+    @contextmanager
     def stage_writer(self, n: int, stage: str, force: bool = False) -> Iterator[Path]:
         """Yield a temporary folder; on success it becomes ``iters/N/<stage>`` atomically."""
-        final = self.stage_dir(n, stage)
-        if final.exists() and not force:
-            raise RunError(f"iteration {n}: stage '{stage}' is already complete (use --force)")
-        final.parent.mkdir(parents=True, exist_ok=True)
-        for stale in final.parent.glob(f".{stage}.tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = final.parent / f".{stage}.tmp-{os.getpid()}"
-        tmp.mkdir()
-        try:
-            yield tmp
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        _fsync_dir(tmp)
-        if final.exists():  # --force: move the old one aside, then drop it after the swap
-            old = final.parent / f".{stage}.old-{os.getpid()}"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-        _fsync_dir(final.parent)
-        self.rebuild_metrics()
+        with self.writing():
+            final = self.stage_dir(n, stage)
+            if final.exists() and not force:
+                raise RunError(f"iteration {n}: stage '{stage}' is already complete (use --force)")
+            final.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale(final.parent, f".{stage}")  # under the lock: their writers are dead
+            tmp = final.parent / f".{stage}.tmp-{os.getpid()}"
+            tmp.mkdir()
+            try:
+                yield tmp
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            _fsync_dir(tmp)
+            if final.exists():  # --force: move the old one aside, then drop it after the swap
+                old = final.parent / f".{stage}.old-{os.getpid()}"
+                os.replace(final, old)
+                os.replace(tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, final)
+            _fsync_dir(final.parent)
+            self.rebuild_metrics()
 
     def write_stage(self, n: int, stage: str, files: dict[str, list[Any]], summary: dict[str, Any],
                     force: bool = False, started: float | None = None) -> None:
@@ -232,7 +241,21 @@ class Run:
         return read_jsonl(self.stage_dir(n, stage) / filename, model)
 
     def summary(self, n: int, stage: str) -> dict[str, Any]:
-        return read_json(self.stage_dir(n, stage) / "summary.json")
+        data = read_json(self.stage_dir(n, stage) / "summary.json")
+        if not isinstance(data, dict):
+            raise RunError(f"{self.stage_dir(n, stage) / 'summary.json'}: not a JSON object; the file is damaged")
+        return data
+
+    def check_stages(self) -> None:
+        """Every completed stage has a readable summary.json, or RunError naming the file."""
+        for n in self.iterations():
+            for s in STAGES:
+                if self.is_done(n, s):
+                    try:
+                        self.summary(n, s)
+                    except RunError as e:
+                        raise RunError(f"{e}; delete {self.stage_dir(n, s)} and rerun `azr {s} --run {self.path} "
+                                       f"--iter {n}`") from None
 
     def rebuild_metrics(self) -> None:
         """metrics.jsonl = one line per completed stage, derived from the summaries; rewritten
@@ -240,10 +263,8 @@ class Run:
         lines = []
         for n in self.iterations():
             for s in STAGES:
-                p = self.stage_dir(n, s) / "summary.json"
-                if p.exists():
-                    summ = read_json(p)
-                    lines.append({"iteration": n, "stage": s, **summ.get("metrics", {})})
+                if (self.stage_dir(n, s) / "summary.json").exists():
+                    lines.append({"iteration": n, "stage": s, **self.summary(n, s).get("metrics", {})})
         tmp = self.path / f".metrics.jsonl.tmp-{os.getpid()}"
         tmp.write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in lines))
         os.replace(tmp, self.path / "metrics.jsonl")
@@ -253,6 +274,17 @@ class Run:
         if not p.exists():
             return []
         return [orjson.loads(x) for x in p.read_bytes().splitlines() if x.strip()]
+
+
+def remove_stale(folder: Path, stem: str) -> None:
+    """Remove the ``<stem>.tmp-*`` and ``<stem>.old-*`` leftovers in ``folder`` (``stem`` may be a
+    glob). Call it only while holding the run lock: then no live process owns them."""
+    for pattern in (f"{stem}.tmp-*", f"{stem}.old-*"):
+        for stale in folder.glob(pattern):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -266,26 +298,65 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def create_run(path: Path, config: Config, force: bool = False) -> Run:
+def create_run(path: Path, config: Config, force: bool = False,
+               fill: Callable[[Run], None] | None = None) -> Run:
+    """Create a run directory atomically: it is built (and ``fill`` writes its seed files) in a
+    temporary folder beside it, which is renamed into place when complete. A killed `azr seed`
+    leaves only that temporary folder, which the next attempt removes."""
     path = Path(path)
-    if (path / "manifest.json").exists() or (path.exists() and any(path.iterdir())):
+    if path.exists() and not path.is_dir():
+        raise RunError(f"{path} is a file, not a run directory; choose another --run")
+    if path.is_dir() and any(path.iterdir()):
         if not force:
             raise RunError(f"{path} already holds a run; choose another --run or pass --force to replace it")
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "buffer").mkdir()
-    (path / "iters").mkdir()
-    (path / "checkpoints").mkdir()
-    (path / "config.yaml").write_text(to_yaml(config), encoding="utf-8")
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "azr_version": __version__,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "base_model": config.model.name,
-        "config_digest": config.digest(),
-    }
-    write_json(path / "manifest.json", manifest)
+        with runlock.hold(path):  # never replace a run that another process is writing
+            pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        if not _pid_alive(stale.name.rsplit("-", 1)[-1]):
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        for sub in ("buffer", "iters", "checkpoints"):
+            (tmp / sub).mkdir()
+        (tmp / "config.yaml").write_text(to_yaml(config), encoding="utf-8")
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "azr_version": __version__,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "base_model": config.model.name,
+            "config_digest": config.digest(),
+            "config": config.to_dict(),
+        }
+        write_json(tmp / "manifest.json", manifest)
+        if fill is not None:
+            fill(Run(tmp, config, manifest))
+        _fsync_dir(tmp)
+        if path.is_dir() and force:
+            old = path.parent / f".{path.name}.old-{os.getpid()}"
+            os.replace(path, old)
+            shutil.rmtree(old, ignore_errors=True)
+        try:
+            os.replace(tmp, path)  # onto a missing or empty folder
+        except OSError:
+            raise RunError(f"{path} already holds a run (another `azr seed` made it just now)") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(path.parent)
     return Run(path, config, manifest)
+
+
+def _pid_alive(text: str) -> bool:
+    try:
+        os.kill(int(text), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def open_run(
@@ -297,13 +368,19 @@ def open_run(
     """Open an existing run, applying runtime-only overrides. Returns (run, overrides applied)."""
     path = Path(path)
     mpath = path / "manifest.json"
+    if path.exists() and not path.is_dir():
+        raise RunError(f"{path} is a file, not a run directory")
     if not mpath.exists():
         hint = "create it with `azr seed --run DIR`" if not path.exists() else "it has no manifest.json"
         raise RunError(f"{path} is not an azr run directory ({hint})")
     manifest = read_json(mpath)
+    if not isinstance(manifest, dict):
+        raise RunError(f"{mpath}: not a JSON object; the manifest is damaged")
     version = manifest.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise RunError(f"{mpath}: format_version is {version!r}, not an integer; the manifest is damaged")
     if version != FORMAT_VERSION:
-        if isinstance(version, int) and version > FORMAT_VERSION:
+        if version > FORMAT_VERSION:
             raise RunError(
                 f"{path} was written by a newer azr (run format {version}, this azr reads {FORMAT_VERSION}); "
                 "upgrade azr to open it"
@@ -316,8 +393,12 @@ def open_run(
         saved = load_config(base=_read_saved_config(path))
     except ConfigError as e:
         raise RunError(f"{path / 'config.yaml'}: {e}") from None
+    check_config_digest(path, saved, manifest)
+    run = Run(path, saved, manifest)
+    if (k := run.completed_iterations()) >= 1:
+        check_checkpoint(run.checkpoint_dir(k))
     if config_file is None and not sets and not flags:
-        return Run(path, saved, manifest), {}
+        return run, {}
     new = load_config(config_file, sets, flags, base=saved.to_dict())
     changed = meaning_changes(saved, new)
     if changed:
@@ -329,17 +410,83 @@ def open_run(
     return Run(path, new, manifest, overrides), overrides
 
 
+def check_checkpoint(folder: Path) -> None:
+    """The structure of a checkpoint's files, checked without loading them (headers and zip
+    directories only, so it is cheap for multi-GB weights): RunError naming the damaged file."""
+    import zipfile
+
+    if not (folder / "meta.json").is_file():
+        raise RunError(f"checkpoint {folder} is missing or incomplete (no meta.json); rerun that iteration's "
+                       "update with `azr update --force`")
+    read_json(folder / "meta.json")
+    for f in sorted(folder.glob("*.safetensors")):
+        if problem := _safetensors_problem(f):
+            raise RunError(f"{f}: {problem}; the checkpoint is damaged (rerun that iteration's update with --force)")
+    state = folder / "training_state.pt"
+    if state.exists():
+        try:
+            with zipfile.ZipFile(state):
+                pass
+        except (zipfile.BadZipFile, OSError) as e:
+            raise RunError(f"{state}: unreadable ({e}); the checkpoint is damaged (rerun that iteration's update "
+                           "with --force)") from None
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """What is wrong with a .safetensors file's header and size, or None."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                return "truncated (no header)"
+            n = int.from_bytes(head, "little")
+            if n > min(size - 8, 100 * 2**20):
+                return "truncated or not a safetensors file (header length past the end)"
+            header = orjson.loads(fh.read(n))
+    except (OSError, orjson.JSONDecodeError) as e:
+        return f"unreadable header ({e})"
+    if not isinstance(header, dict):
+        return "header is not a JSON object"
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)
+            and isinstance(v.get("data_offsets"), list) and len(v["data_offsets"]) == 2]
+    if 8 + n + max(ends, default=0) > size:
+        return f"truncated ({size} bytes, the header describes {8 + n + max(ends, default=0)})"
+    return None
+
+
+def check_config_digest(path: Path, saved: Config, manifest: dict[str, Any]) -> None:
+    """config.yaml must still mean what the run was created with: a hand edit of a meaning field
+    is refused by name (a runtime field may change)."""
+    if manifest.get("config_digest") in (None, saved.digest()):
+        return
+    field = ""
+    if isinstance(manifest.get("config"), dict):
+        try:
+            made = load_config(base=manifest["config"])
+        except ConfigError:
+            made = None
+        changed = meaning_changes(made, saved) if made is not None else []
+        if changed:
+            was, now = flatten(made.to_dict()).get(changed[0]), flatten(saved.to_dict()).get(changed[0])
+            field = f" ('{changed[0]}' was {was!r}, is {now!r})"
+    raise RunError(
+        f"{path / 'config.yaml'} was edited{field}: it no longer matches the config digest in manifest.json, "
+        "and that field changes what the run means; restore it, or start a new run (runtime fields may be "
+        "changed with --set)"
+    )
+
+
 def _read_saved_config(path: Path) -> dict[str, Any]:
     import yaml
 
+    from stages.config import load_yaml
+
     try:
-        data = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
+        data = load_yaml((path / "config.yaml").read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RunError(f"{path / 'config.yaml'}: missing; the run directory is damaged") from None
     except yaml.YAMLError as e:
         raise RunError(f"{path / 'config.yaml'}: not valid YAML ({str(e).splitlines()[0]})") from None
     return data or {}
 
-
-def now() -> float:
-    return time.perf_counter()

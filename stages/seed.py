@@ -50,17 +50,20 @@ def seed_tasks(cfg: Config) -> list[Task]:
 
 
 def write_seed_file(run: Run, tasks: list[Task]) -> None:
-    tmp = run.seed_file.with_name(f".seed.jsonl.tmp-{os.getpid()}")
-    write_jsonl(tmp, tasks)
-    os.replace(tmp, run.seed_file)
+    with run.writing():
+        tmp = run.seed_file.with_name(f".seed.jsonl.tmp-{os.getpid()}")
+        write_jsonl(tmp, tasks)
+        os.replace(tmp, run.seed_file)
 
 
 def run(path: Path, cfg: Config, force: bool = False) -> Run:
-    """Create the run directory and write the identity seeds."""
-    new_run = create_run(path, cfg, force=force)
-    write_seed_file(new_run, seed_tasks(cfg))
-    new_run.rebuild_metrics()
-    return new_run
+    """Create the run directory with the identity seeds, all at once (see `create_run`)."""
+
+    def fill(new: Run) -> None:
+        write_jsonl(new.seed_file, seed_tasks(cfg))
+        new.rebuild_metrics()
+
+    return create_run(path, cfg, force=force, fill=fill)
 
 
 # ----------------------------------------------------------------------------- the seeding phase

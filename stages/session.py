@@ -15,6 +15,17 @@ from typing import Any
 from stages.rundir import Run, RunError
 
 
+def damaged(ckpt: Path, e: BaseException, name: str | None = None) -> RunError:
+    """A checkpoint that does not load, as one line naming the file (the first one the error names,
+    else ``name``, else the folder)."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    files = [p for p in sorted(ckpt.iterdir()) if p.name in text] if ckpt.is_dir() else []
+    where = files[0] if files else (ckpt / name if name else ckpt)
+    return RunError(f"{where}: cannot be loaded ({type(e).__name__}: {text[:160]}); the checkpoint is damaged, "
+                    f"rerun that iteration's update with `azr update --run {ckpt.parent.parent} "
+                    f"--iter {int(ckpt.name)} --force`")
+
+
 class Session:
     def __init__(self, run: Run):
         self.run = run
@@ -58,7 +69,13 @@ class Session:
         # A fresh adapter's initial weights come from torch's RNG: seed it, so that every process
         # that builds the policy of iteration 1 builds the same one.
         torch.manual_seed(derive_seed(self.run.config.run.seed, "adapter-init"))
-        self.policy = load_policy(self.run.config.model, adapter_dir=self.checkpoint_for(n), trainable=True)
+        ckpt = self.checkpoint_for(n)
+        try:
+            self.policy = load_policy(self.run.config.model, adapter_dir=ckpt, trainable=True)
+        except Exception as e:
+            if ckpt is None or type(e).__name__ == "ModelError":
+                raise
+            raise damaged(ckpt, e) from None
         self.policy_iter = n
         return self.policy
 
@@ -74,7 +91,10 @@ class Session:
             self.optimizer = update_core.build_optimizer(policy.trainable_parameters(), cfg, self.value_head)
             ckpt = self.checkpoint_for(n)
             if ckpt is not None:
-                update_core.load_training_state(ckpt, self.optimizer, self.value_head)
+                try:
+                    update_core.load_training_state(ckpt, self.optimizer, self.value_head)
+                except Exception as e:
+                    raise damaged(ckpt, e, update_core.TRAINING_STATE_FILE) from None
         return policy, self.optimizer, self.value_head
 
     def advance(self, n: int) -> None:

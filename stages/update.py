@@ -16,7 +16,7 @@ from typing import Any
 
 from stages.common import derive_seed
 from stages.records import Proposal, Rollout, Scored
-from stages.rundir import Run, iter_name, write_json
+from stages.rundir import Run, RunError, iter_name, remove_stale, write_json
 from stages.session import Session
 
 
@@ -49,27 +49,46 @@ def kept_checkpoints(iterations: list[int], keep_last: int, keep_every: int) -> 
 
 
 def save_checkpoint(run: Run, n: int, session: Session, stats: dict[str, Any]) -> None:
+    """Write checkpoints/N/ through a temporary folder. Under the run lock, every leftover of an
+    earlier write that was killed or failed (a full disk) is removed first, so retries never pile
+    up copies of the weights."""
     from stages.update_core import save_training_state
 
     final = run.checkpoint_dir(n)
-    tmp = final.parent / f".{iter_name(n)}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    session.policy.save(tmp)
-    save_training_state(tmp, session.optimizer, session.value_head)
-    write_json(
-        tmp / "meta.json",
-        {
-            "iteration": n,
-            "config_digest": run.config.digest(),
-            "base_model": run.config.model.name,
-            "adapter": run.config.model.adapter,
-            "algorithm": run.config.update.algorithm,
-            "stats": stats,
-        },
-    )
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    with run.writing():
+        final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(final.parent, ".*")
+        tmp = final.parent / f".{iter_name(n)}.tmp-{os.getpid()}"
+        try:
+            session.policy.save(tmp)
+            save_training_state(tmp, session.optimizer, session.value_head)
+            write_json(
+                tmp / "meta.json",
+                {
+                    "iteration": n,
+                    "config_digest": run.config.digest(),
+                    "base_model": run.config.model.name,
+                    "adapter": run.config.model.adapter,
+                    "algorithm": run.config.update.algorithm,
+                    "stats": stats,
+                },
+            )
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except (OSError, RuntimeError) as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise RunError(f"cannot write checkpoint {final}: {_write_cause(final.parent, e)}") from None
+
+
+def _write_cause(folder: Any, e: BaseException) -> str:
+    """A plain cause for a failed write: torch reports a full disk as 'unexpected pos …'."""
+    free = shutil.disk_usage(folder).free
+    if isinstance(e, OSError) and e.strerror:
+        cause = e.strerror
+    else:
+        cause = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+    return f"{cause} ({free / 2**30:.1f} GiB free on that filesystem); free some space and rerun the update"
 
 
 def prune_checkpoints(run: Run) -> None:
@@ -77,9 +96,10 @@ def prune_checkpoints(run: Run) -> None:
     writing checkpoint N and completing the stage never loses checkpoint N−1 (its starting point)."""
     u = run.config.update
     root = run.path / "checkpoints"
-    done = [int(p.name) for p in root.iterdir() if p.name.isdigit()]
-    for i in set(done) - kept_checkpoints(done, u.keep_last, u.keep_every):
-        shutil.rmtree(run.checkpoint_dir(i), ignore_errors=True)
+    with run.writing():
+        done = [int(p.name) for p in root.iterdir() if p.name.isdigit()]
+        for i in set(done) - kept_checkpoints(done, u.keep_last, u.keep_every):
+            shutil.rmtree(run.checkpoint_dir(i), ignore_errors=True)
 
 
 def run(run: Run, n: int, session: Session, *, force: bool = False) -> dict[str, Any]:
@@ -99,9 +119,13 @@ def run(run: Run, n: int, session: Session, *, force: bool = False) -> dict[str,
         ref = (
             stack.enter_context(policy.reference()) if cfg.kl_coef > 0 and policy.adapter == "full" else None
         )
-        stats = update_step(
-            policy.model, samples, cfg, optimizer, value_head=value_head, pad_id=pad, ref_model=ref
-        ).to_dict()
+        try:
+            stats = update_step(
+                policy.model, samples, cfg, optimizer, value_head=value_head, pad_id=pad, ref_model=ref
+            ).to_dict()
+        except FloatingPointError as e:
+            raise RunError(f"update of iteration {n}: {e}; no checkpoint was written (lower update.lr, "
+                           "or check the iteration's samples with `azr inspect`)") from None
     save_checkpoint(run, n, session, stats)
     session.advance(n)
     stats["step_seconds"] = stats.pop("seconds")  # the stage's own `seconds` covers the whole stage

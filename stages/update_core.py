@@ -33,6 +33,7 @@ Where this departs from the textbook:
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import resource
 import time
@@ -564,6 +565,12 @@ def update_step(
             grad_norm = torch.nn.utils.clip_grad_norm_(policy_params, cfg.max_grad_norm)
             if ppo:
                 torch.nn.utils.clip_grad_norm_(value_head.parameters(), cfg.max_grad_norm)
+            if not (math.isfinite(sums["loss"]) and math.isfinite(float(grad_norm))):
+                optimizer.zero_grad(set_to_none=True)
+                raise FloatingPointError(
+                    f"the loss ({sums['loss']:.4g}) or the gradient norm ({float(grad_norm):.4g}) is not "
+                    "finite; no optimizer step was taken"
+                )
             sums["gn"] += float(grad_norm)
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)

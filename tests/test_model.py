@@ -7,7 +7,6 @@ only with AZR_SLOW=1.
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import sys
 from pathlib import Path
