@@ -22,10 +22,11 @@ def show(
 ) -> None:
     """Print the config after layering: defaults < --config < --set (< a run's config.yaml)."""
     from azr_cli import display
-    from stages.config import field_docs, flatten, load_config, runtime_fields, to_yaml
+    from stages.config.layers import load_config, to_yaml
+    from stages.config.schema import field_docs, flatten, runtime_fields
 
     if run is not None:
-        from stages.rundir import open_run
+        from stages.rundir.manifest import open_run
 
         cfg = open_run(run, config, set_)[0].config
     else:

@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+from stages.errors import AzrError
 
-class UserError(Exception):
+
+class UserError(AzrError):
     """A problem the user can fix; its message is one line saying what is wrong and how to fix it."""
 
 

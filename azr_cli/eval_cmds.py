@@ -1,5 +1,5 @@
 """`azr eval`: evaluate the base model or an iteration's policy on a suite, or compare the saved
-scores side by side (`--compare`). The work is in :mod:`stages.evaluate`."""
+scores side by side (`--compare`). The work is in :mod:`stages.evaluation`."""
 
 from __future__ import annotations
 
@@ -47,8 +47,10 @@ def eval_cmd(
     device: DeviceOpt = None,
 ) -> None:
     """Evaluate on held-out benchmarks with greedy decoding; writes eval/<suite>-<base|N>.json."""
-    from stages import evaluate
-    from stages.rundir import open_run
+    from stages.errors import EvalError
+    from stages.evaluation import evaluate
+    from stages.evaluation.suites import check_suite
+    from stages.rundir.manifest import open_run
 
     run_, _ = open_run(run, None, set_, {"model": {"device": device}} if device else None)
     if compare:
@@ -59,10 +61,10 @@ def eval_cmd(
             display.out.print(compare_table(table))
         return
     if base == bool(iter_) or (iter_ and len(iter_) > 1):
-        raise evaluate.EvalError("choose what to evaluate: --base, or one --iter N")
+        raise EvalError("choose what to evaluate: --base, or one --iter N")
     suites = suite or run_.config.eval.suites
     for s in suites:
-        evaluate.check_suite(s, data)
+        check_suite(s, data)
     iteration = None if base else iter_[0]  # type: ignore[index]
     policy = evaluate.policy_of(run_, iteration)
     from sandbox.pool import open_sandbox

@@ -32,10 +32,10 @@ def loop(
     from azr_cli.loop_display import LoopDisplay
     from stages import loop as loop_stage
     from stages import seed as seed_stage
-    from stages.config import load_config
-    from stages.rundir import open_run
+    from stages.config.layers import load_config
+    from stages.monitor.tracking import Tracker
+    from stages.rundir.manifest import open_run
     from stages.session import Session
-    from stages.tracking import Tracker
 
     flags: dict[str, Any] = {}
     if seed is not None:
@@ -67,10 +67,10 @@ def loop(
             def on_event(e: dict[str, Any]) -> None:
                 view.on_event(e)
                 if e["event"] == "done":
-                    tracker.log(e["iteration"], e["stage"], e["summary"].get("metrics", {}))
+                    tracker.log(e["iteration"], e["stage"], e["summary"].metrics)
 
             def after_iteration(n: int) -> None:
-                from stages.evaluate import maybe_evaluate
+                from stages.evaluation.evaluate import maybe_evaluate
 
                 for ev in maybe_evaluate(r, n, session):
                     tracker.log(n, f"eval/{ev.get('suite')}", {"score": ev.get("score")})

@@ -13,8 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from azr_cli.display import err
+from stages.method.tasks import TASK_TYPES
 
-TYPES = ("deduction", "abduction", "induction")
 HEADLINE = {
     "propose": ("format_ok", "tokens_per_s"),
     "validate": ("valid", "new_tasks/deduction", "new_tasks/abduction", "new_tasks/induction"),
@@ -29,7 +29,7 @@ def _fmt(v: Any) -> str:
 
 
 def plain_line(event: dict[str, Any]) -> str:
-    m = event["summary"].get("metrics", {})
+    m = event["summary"].metrics
     keys = [k for k in HEADLINE.get(event["stage"], ()) if k in m]
     parts = " ".join(f"{k}={_fmt(m[k])}" for k in keys)
     return f"iter {event['iteration']:>4} {event['stage']:<8} {event['seconds']:7.1f}s {parts}"
@@ -66,10 +66,10 @@ class LoopDisplay:
                 self.bar.remove_task(self.task)
                 self.task = None
         else:
-            self.latest[event["stage"]] = event["summary"].get("metrics", {})
+            self.latest[event["stage"]] = event["summary"].metrics
             self.times[event["stage"]] = event["seconds"]
             if event["stage"] == "validate":
-                for t in TYPES:
+                for t in TASK_TYPES:
                     self.buffers[t] = self.buffers.get(t, 0) + int(self.latest["validate"].get(f"new_tasks/{t}", 0))
             if self.live is None:
                 err.print(plain_line(event), soft_wrap=True, highlight=False)
@@ -87,13 +87,13 @@ class LoopDisplay:
         head = Table.grid(padding=(0, 2))
         head.add_row(f"[bold]iteration[/] {self.current[0]} / {self.target}", f"[bold]stage[/] {self.current[1]}",
                      f"[bold]elapsed[/] {time.perf_counter() - self.started:,.0f}s",
-                     "[bold]buffers[/] " + " ".join(f"{t[:3]} {self.buffers.get(t, 0)}" for t in TYPES))
-        t = Table("", *TYPES, title="last iteration", title_justify="left")
+                     "[bold]buffers[/] " + " ".join(f"{t[:3]} {self.buffers.get(t, 0)}" for t in TASK_TYPES))
+        t = Table("", *TASK_TYPES, title="last iteration", title_justify="left")
         v, r, s = self.latest.get("validate", {}), self.latest.get("reward", {}), self.latest.get("solve", {})
-        t.add_row("validity", *(_fmt(v.get(f"valid/{x}", "-")) for x in TYPES))
-        t.add_row("solver accuracy", *(_fmt(s.get(f"train/accuracy/{x}", "-")) for x in TYPES))
-        t.add_row("proposer reward", *(_fmt(r.get(f"reward/proposer/{x}", "-")) for x in TYPES))
-        t.add_row("solver reward", *(_fmt(r.get(f"reward/solver/{x}", "-")) for x in TYPES))
+        t.add_row("validity", *(_fmt(v.get(f"valid/{x}", "-")) for x in TASK_TYPES))
+        t.add_row("solver accuracy", *(_fmt(s.get(f"train/accuracy/{x}", "-")) for x in TASK_TYPES))
+        t.add_row("proposer reward", *(_fmt(r.get(f"reward/proposer/{x}", "-")) for x in TASK_TYPES))
+        t.add_row("solver reward", *(_fmt(r.get(f"reward/solver/{x}", "-")) for x in TASK_TYPES))
         tps = self.latest.get("solve", {}).get("tokens_per_s") or self.latest.get("propose", {}).get("tokens_per_s")
         u = self.latest.get("update", {})
         foot = Table.grid(padding=(0, 2))

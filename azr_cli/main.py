@@ -9,6 +9,9 @@ import sys
 import typer
 
 from azr_cli import config_cmds, eval_cmds, loop_cmds, report_cmds, run_cmds, sandbox_cmds, stage_cmds
+from sandbox.errors import SandboxUnavailable
+from stages.errors import AzrError
+from stages.pipeline import STAGES
 
 app = typer.Typer(
     name="azr",
@@ -20,8 +23,8 @@ app = typer.Typer(
 )
 app.command("seed")(run_cmds.seed)
 app.command("status")(run_cmds.status)
-for _stage in ("propose", "validate", "solve", "reward", "update"):
-    app.command(_stage)(getattr(stage_cmds, _stage))
+for _stage in STAGES.values():
+    app.command(_stage.name)(stage_cmds.stage_command(_stage.name, _stage.help))
 app.command("loop")(loop_cmds.loop)
 app.command("export")(stage_cmds.export)
 app.command("eval")(eval_cmds.eval_cmd)
@@ -31,13 +34,8 @@ app.command("exec")(sandbox_cmds.exec_cmd)
 app.command("doctor")(sandbox_cmds.doctor_cmd)
 app.add_typer(config_cmds.app, name="config")
 
-# Exceptions whose message is meant for the user: one line, exit 1. Matched by class name so that
-# this module never imports torch/transformers to know their error types.
-USER_ERRORS = {"UserError", "ConfigError", "RunError", "RunLocked", "SandboxUnavailable", "ModelError", "EvalError"}
-
-
-def _is_user_error(e: BaseException) -> bool:
-    return any(cls.__name__ in USER_ERRORS for cls in type(e).__mro__)
+USER_ERRORS = (AzrError, SandboxUnavailable)
+"""Exceptions whose message is meant for the user: one line, exit 1 (importing them is free)."""
 
 
 def _quiet_libraries() -> None:
@@ -67,7 +65,7 @@ def main() -> None:
     except Exception as e:
         if debug:
             raise
-        if _is_user_error(e):
+        if isinstance(e, USER_ERRORS):
             error_line(str(e).splitlines()[0] if str(e) else type(e).__name__)
             sys.exit(1)
         if isinstance(e, OSError) and e.strerror:  # read-only filesystem, disk full, not a directory ...

@@ -12,20 +12,11 @@ import typer
 from azr_cli import display
 from azr_cli.errors import UserError
 from azr_cli.options import JsonOpt, RunOpt
+from stages.method.tasks import TASK_TYPES
+from stages.pipeline import STAGE_NAMES, STAGES
 
-
-class StageName(StrEnum):
-    propose = "propose"
-    validate = "validate"
-    solve = "solve"
-    reward = "reward"
-    update = "update"
-
-
-class TypeName(StrEnum):
-    deduction = "deduction"
-    abduction = "abduction"
-    induction = "induction"
+StageName = StrEnum("StageName", {name: name for name in STAGE_NAMES})
+TypeName = StrEnum("TypeName", {name: name for name in TASK_TYPES})
 
 
 OutOpt = Annotated[
@@ -51,8 +42,8 @@ LimitOpt = Annotated[int, typer.Option("--limit", "-n", min=0, help="Show at mos
 def report(run: RunOpt, out: OutOpt = None, json_: JsonOpt = False) -> None:
     """PNG figures of a run (rewards, accuracy, validity, rejections, buffers, tokens/s, loss,
     time, eval scores) and a README.md summary beside them."""
-    from stages import report as report_lib
-    from stages.rundir import open_run
+    from stages.monitor import report as report_lib
+    from stages.rundir.manifest import open_run
 
     result = report_lib.build(open_run(run)[0], out)
     if json_:
@@ -74,7 +65,7 @@ def report(run: RunOpt, out: OutOpt = None, json_: JsonOpt = False) -> None:
 def inspect(
     run: RunOpt,
     iter_: InspectIterOpt = None,
-    stage: StageOpt = StageName.validate,
+    stage: StageOpt = StageName("validate"),
     type_: TypeOpt = None,
     limit: LimitOpt = 20,
     json_: JsonOpt = False,
@@ -82,18 +73,18 @@ def inspect(
     """The records of one stage as a table: ids, type, prompt and completion (shortened),
     verdicts, rewards. `--json` prints the records untruncated as a JSON list, token ids left
     out (for `update`, which writes no records, its summary)."""
-    from stages.rundir import open_run
+    from stages.rundir.manifest import open_run
 
     r = open_run(run)[0]
     name = stage.value
     n = pick_iteration(r, name, iter_)
-    if name == "update":
+    if not STAGES[name].records:
         summary = r.summary(n, name)
         if json_:
-            display.print_json(summary)
+            display.print_json(summary.model_dump(mode="json"))
         else:
-            display.info("the update stage writes no records (its checkpoint is under checkpoints/); its summary:")
-            display.out.print(display.kv_table(f"iteration {n} · update", _rounded(summary.get("metrics", {}))))
+            display.info(f"the {name} stage writes no records (its checkpoint is under checkpoints/); its summary:")
+            display.out.print(display.kv_table(f"iteration {n} · {name}", _rounded(summary.metrics)))
         return
     records = load_records(r, n, name)
     total = len(records)
@@ -126,16 +117,14 @@ def pick_iteration(run: Any, stage: str, requested: int | None) -> int:
 
 
 def load_records(run: Any, n: int, stage: str) -> list[Any]:
-    """The stage's main record file (the first of RECORD_FILES[stage])."""
-    from stages.records import RECORD_FILES
-
-    filename, model = next(iter(RECORD_FILES[stage].items()))
+    """The stage's main record file (the first it writes, in the stage table)."""
+    filename, model = next(iter(STAGES[stage].records.items()))
     return run.read(n, stage, filename, model)
 
 
 def _proposals_for(run: Any, n: int, stage: str) -> dict[str, Any]:
     """validate rows show the proposal they judge (joined by id)."""
-    from stages.records import Proposal
+    from stages.rundir.records import Proposal
 
     if stage != "validate" or not run.is_done(n, "propose"):
         return {}

@@ -29,8 +29,9 @@ def seed(
     """Create a run directory and write the seed tasks of the three buffers (identity triplet);
     with --grow M, let the base model propose until each buffer holds M tasks."""
     from stages import seed as seed_stage
-    from stages.config import load_config
-    from stages.rundir import RunError, open_run
+    from stages.config.layers import load_config
+    from stages.errors import RunError
+    from stages.rundir.manifest import open_run
 
     if grow is not None and (run / "manifest.json").exists() and not force:
         r = open_run(run, config, set_, _flags(seed))[0]  # resume a seeding phase
@@ -60,7 +61,7 @@ def seed(
 
 def status(run: RunOpt, json_: JsonOpt = False) -> None:
     """Iterations, which stages are done, buffer sizes, the last metrics."""
-    from stages.rundir import open_run
+    from stages.rundir.manifest import open_run
 
     r = open_run(run)[0]
     r.check_stages()
@@ -72,8 +73,8 @@ def status(run: RunOpt, json_: JsonOpt = False) -> None:
 
 
 def status_data(run: Any) -> dict[str, Any]:
-    from stages.buffer import load_buffers
-    from stages.rundir import STAGES
+    from stages.pipeline import STAGE_NAMES
+    from stages.rundir.buffers import load_buffers
 
     iters = run.iterations()
     upto = max((n for n in iters if run.is_done(n, "validate")), default=0)
@@ -87,7 +88,7 @@ def status_data(run: Any) -> dict[str, Any]:
         "config_digest": run.config.digest(),
         "completed_iterations": run.completed_iterations(),
         "next": {"iteration": nxt_iter, "stage": nxt_stage},
-        "iterations": [{"iteration": n, "stages": {s: run.is_done(n, s) for s in STAGES}} for n in iters],
+        "iterations": [{"iteration": n, "stages": {s: run.is_done(n, s) for s in STAGE_NAMES}} for n in iters],
         "buffers": {t: len(v) for t, v in buffers.items()},
         "last_metrics": metrics[-1] if metrics else None,
     }
@@ -96,7 +97,7 @@ def status_data(run: Any) -> dict[str, Any]:
 def print_status(info: dict[str, Any]) -> None:
     from rich.table import Table
 
-    from stages.rundir import STAGES
+    from stages.pipeline import STAGE_NAMES
 
     display.out.print(display.kv_table(
         f"run {info['run']}",
@@ -108,9 +109,9 @@ def print_status(info: dict[str, Any]) -> None:
         },
     ))
     if info["iterations"]:
-        t = Table("iter", *STAGES, title="stages", title_justify="left")
+        t = Table("iter", *STAGE_NAMES, title="stages", title_justify="left")
         for it in info["iterations"][-15:]:
-            t.add_row(str(it["iteration"]), *("[green]✓[/]" if it["stages"][s] else "·" for s in STAGES))
+            t.add_row(str(it["iteration"]), *("[green]✓[/]" if it["stages"][s] else "·" for s in STAGE_NAMES))
         display.out.print(t)
     if info["last_metrics"]:
         m = {k: v for k, v in info["last_metrics"].items() if not isinstance(v, dict | list)}

@@ -22,7 +22,7 @@ TimeoutOpt = Annotated[float | None, typer.Option("--timeout", help="Wall-clock 
 
 def _sandbox_config(config: Path | None, sets: list[str] | None, timeout: float | None) -> Any:
     from sandbox.config import SandboxConfig
-    from stages.config import load_config
+    from stages.config.layers import load_config
 
     cfg = load_config(config, sets).sandbox
     if timeout is not None:
@@ -111,7 +111,7 @@ def doctor_cmd(
     probes = doctor(_sandbox_config(config, sets, None))
     gpu: list[Any] = []
     if not no_gpu:
-        from stages.doctor_gpu import gpu_checks
+        from stages.monitor.gpu import gpu_checks
 
         gpu = gpu_checks(runs_dir)
     ok = all(p.passed for p in probes) and not any(c.level == "fail" for c in gpu)

@@ -1,7 +1,9 @@
-"""The six stage commands: `azr propose|validate|solve|reward|update` over a run directory.
+"""The five stage commands, `azr propose|validate|solve|reward|update`, made from the stage table
+(:data:`stages.pipeline.STAGES`), plus `azr export`.
 
-Each opens the run (runtime-only overrides allowed), picks the iteration (default: the first
-incomplete one), runs the stage function from `stages/` and prints its summary.
+Each command opens the run (runtime-only overrides allowed), takes the run lock, picks the
+iteration (default: the first incomplete one), calls the stage from the table and prints its
+summary. The loop calls the same table, so a stage command and the loop do the same work.
 """
 
 from __future__ import annotations
@@ -23,17 +25,10 @@ def _flags(device: str | None) -> dict[str, Any]:
     return {"model": {"device": device}} if device else {}
 
 
-def run_stage(
-    stage: str,
-    run_path: Any,
-    iter_: int | None,
-    force: bool,
-    sets: list[str] | None,
-    device: str | None,
-    json_: bool,
-    body: Callable[[Any, int, Any, Any], dict[str, Any]],
-) -> None:
-    from stages.rundir import open_run
+def run_stage(stage: str, run_path: Path, iter_: int | None, force: bool, sets: list[str] | None,
+              device: str | None, json_: bool) -> None:
+    from stages import pipeline
+    from stages.rundir.manifest import open_run
     from stages.session import Session
 
     run, overrides = open_run(run_path, None, sets, _flags(device))
@@ -44,115 +39,44 @@ def run_stage(
             if overrides and not json_:
                 display.info(f"runtime overrides: {overrides}")
             with Session(run) as session, display.progress(f"{stage} {n}") as bar:
-                summary = body(run, n, session, bar)
+                summary = pipeline.STAGES[stage](run, n, session, force=force, progress=bar)
     except KeyboardInterrupt:
         raise interrupted() from None
     if run.config.log.tensorboard or run.config.log.wandb:
-        from stages.tracking import Tracker
+        from stages.monitor.tracking import Tracker
 
         tracker = Tracker(run)
-        tracker.log(n, stage, summary.get("metrics", {}))
+        tracker.log(n, stage, summary.metrics)
         tracker.close()
     if json_:
-        display.print_json({"iteration": n, "stage": stage, **summary})
+        display.print_json({"iteration": n, "stage": stage, **summary.model_dump(mode="json")})
     else:
         print_summary(stage, n, summary)
 
 
-def print_summary(stage: str, n: int, summary: dict[str, Any]) -> None:
-    rows = {k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in summary.get("metrics", {}).items()}
-    if summary.get("reasons"):
-        rows["rejections"] = ", ".join(f"{k} {v}" for k, v in summary["reasons"].items())
+def print_summary(stage: str, n: int, summary: Any) -> None:
+    rows = {k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in summary.metrics.items()}
+    if summary.reasons:
+        rows["rejections"] = ", ".join(f"{k} {v}" for k, v in summary.reasons.items())
     display.out.print(display.kv_table(f"iteration {n} · {stage}", rows))
 
 
-def propose(
-    run: RunOpt,
-    iter_: IterOpt = None,
-    force: ForceOpt = False,
-    set_: SetOpt = None,
-    device: DeviceOpt = None,
-    json_: JsonOpt = False,
-) -> None:
-    """The proposer writes B task proposals per type (deduction, abduction, induction)."""
-    from stages import propose as stage
+def stage_command(stage: str, help_text: str) -> Callable[..., None]:
+    """The command of one stage of the table; every stage takes the same options."""
 
-    run_stage(
-        "propose",
-        run,
-        iter_,
-        force,
-        set_,
-        device,
-        json_,
-        lambda r, n, s, bar: stage.run(r, n, s.policy_for(n), force=force, progress=bar),
-    )
+    def command(
+        run: RunOpt,
+        iter_: IterOpt = None,
+        force: ForceOpt = False,
+        set_: SetOpt = None,
+        device: DeviceOpt = None,
+        json_: JsonOpt = False,
+    ) -> None:
+        run_stage(stage, run, iter_, force, set_, device, json_)
 
-
-def validate(
-    run: RunOpt, iter_: IterOpt = None, force: ForceOpt = False, set_: SetOpt = None, json_: JsonOpt = False
-) -> None:
-    """The sandbox validates every proposal; valid ones become tasks (rejections keep a reason)."""
-    from stages import validate as stage
-
-    run_stage(
-        "validate",
-        run,
-        iter_,
-        force,
-        set_,
-        None,
-        json_,
-        lambda r, n, s, bar: stage.run(r, n, s.sandbox(), force=force),
-    )
-
-
-def solve(
-    run: RunOpt,
-    iter_: IterOpt = None,
-    force: ForceOpt = False,
-    set_: SetOpt = None,
-    device: DeviceOpt = None,
-    json_: JsonOpt = False,
-) -> None:
-    """The solver answers n rollouts per new task and its training batch; the sandbox checks them."""
-    from stages import solve as stage
-
-    run_stage(
-        "solve",
-        run,
-        iter_,
-        force,
-        set_,
-        device,
-        json_,
-        lambda r, n, s, bar: stage.run(r, n, s.policy_for(n), s.sandbox(), force=force, progress=bar),
-    )
-
-
-def reward(run: RunOpt, iter_: IterOpt = None, force: ForceOpt = False, json_: JsonOpt = False) -> None:
-    """Proposer (learnability) and solver rewards, and TRR++ advantages per (type, role)."""
-    from stages import reward as stage
-
-    run_stage(
-        "reward", run, iter_, force, None, None, json_, lambda r, n, s, bar: stage.run(r, n, force=force)
-    )
-
-
-def update(
-    run: RunOpt,
-    iter_: IterOpt = None,
-    force: ForceOpt = False,
-    set_: SetOpt = None,
-    device: DeviceOpt = None,
-    json_: JsonOpt = False,
-) -> None:
-    """One optimizer step (TRR++ or PPO) on the iteration's samples, then a checkpoint."""
-    from stages import update as stage
-
-    run_stage(
-        "update", run, iter_, force, set_, device, json_, lambda r, n, s, bar: stage.run(r, n, s, force=force)
-    )
+    command.__name__ = stage
+    command.__doc__ = help_text
+    return command
 
 
 def export(run: RunOpt, out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the model to.")],
@@ -160,8 +84,8 @@ def export(run: RunOpt, out: Annotated[Path, typer.Option("--out", "-o", help="F
                                                      show_default=False)] = None,
            force: ForceOpt = False, json_: JsonOpt = False) -> None:
     """Write the policy after iteration N as a plain transformers folder (adapter merged)."""
-    from stages import export as stage
-    from stages.rundir import open_run
+    from stages.model import export as stage
+    from stages.rundir.manifest import open_run
 
     info = stage.run(open_run(run)[0], iter_, out, force=force)
     if json_:

@@ -71,7 +71,7 @@ def build_model_folder(shape: str, folder: Path) -> Path:
     from transformers import Qwen2Config, Qwen2ForCausalLM
     from transformers.utils import logging as hf_logging
 
-    from stages.model import resolve_model
+    from stages.model.names import resolve_model
 
     hf_logging.disable_progress_bar()
     folder.mkdir(parents=True, exist_ok=True)
@@ -159,7 +159,7 @@ def _release() -> None:
 
 
 def run_config(folder: Path, adapter: str, device: str, args: argparse.Namespace) -> Any:
-    from stages.config import Config
+    from stages.config.schema import Config
 
     compile_gen = adapter == "lora" and device == "cuda"
     return Config.model_validate({
@@ -189,7 +189,7 @@ def one_iteration(workdir: Path, cfg: Any) -> tuple[dict[str, Any], Any]:
             _reset_peak()
             marks[e["stage"]] = time.perf_counter()
             return
-        metrics = (e.get("summary") or {}).get("metrics", {})
+        metrics = e["summary"].metrics
         row: dict[str, Any] = {"seconds": round(e["seconds"], 2), "peak_gpu_mib": _peak_mib()}
         for key in ("tokens", "tokens_per_s"):
             if key in metrics:
@@ -210,14 +210,14 @@ def generation_side_by_side(policy: Any, args: argparse.Namespace) -> dict[str, 
 
     import torch
 
-    from stages import model as model_mod
+    from stages.model import generation as model_mod
 
     vocab = len(policy.tokenizer)
     g = random.Random(1)
     prompts = [[g.randrange(10, vocab) for _ in range(args.bench_prompt)] for _ in range(args.bench_batch)]
     config = copy.copy(policy._generation_config(args.bench_new, 1.0, 1.0))
     config.min_new_tokens = args.bench_new  # no early EOS: every row generates the same count
-    eos = model_mod._as_list(config.eos_token_id)
+    eos = model_mod.as_list(config.eos_token_id)
     compiled = policy.device.type == "cuda" and model_mod.static_generation_supported(policy.model)
     out: dict[str, Any] = {"batch": args.bench_batch, "prompt_tokens": args.bench_prompt,
                            "new_tokens": args.bench_new, "static_compiled": compiled}
@@ -252,19 +252,20 @@ def generation_side_by_side(policy: Any, args: argparse.Namespace) -> dict[str, 
 
 def update_peak(session: Any, args: argparse.Namespace) -> dict[str, Any]:
     """One update step on ``update_rows`` x ``update_len`` random tokens (1/4 prompt, 3/4 response)."""
-    from stages.update_core import Sample, update_step
+    from stages.training.batch import TokenSample
+    from stages.training.step import update_step
 
-    policy, optimizer, _ = session.trainer_for(2)  # iteration 1 is done: the policy of 2
+    policy, optimizer, algorithm = session.trainer_for(2)  # iteration 1 is done: the policy of 2
     vocab = len(policy.tokenizer)
     g = random.Random(2)
     p_len = args.update_len // 4
-    batch = [Sample(prompt_ids=[g.randrange(10, vocab) for _ in range(p_len)],
+    batch = [TokenSample(prompt_ids=[g.randrange(10, vocab) for _ in range(p_len)],
                     response_ids=[g.randrange(10, vocab) for _ in range(args.update_len - p_len)],
                     advantage=1.0 if i % 2 else -1.0) for i in range(args.update_rows)]
     cfg = session.run.config.update
     pad = policy.tokenizer.pad_token_id or 0
     _reset_peak()
-    stats = update_step(policy.model, batch, cfg, optimizer, pad_id=pad)
+    stats = update_step(policy.model, batch, cfg, optimizer, algorithm, pad_id=pad)
     return {"rows": args.update_rows, "tokens_per_row": args.update_len, "logprob_chunk": cfg.logprob_chunk,
             "micro_batch_size": cfg.micro_batch_size, "seconds": round(stats.seconds, 2),
             "peak_gpu_mib": _peak_mib(),
@@ -298,7 +299,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     import torch
 
-    from stages.model import pick_device
+    from stages.model.names import pick_device
 
     device = pick_device(args.device)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]

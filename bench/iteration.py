@@ -22,16 +22,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-STAGES = ("propose", "validate", "solve", "reward", "update")
+from stages.pipeline import STAGE_NAMES as STAGES  # noqa: E402
 
 
 def measure(run_path: Path) -> dict:
-    from stages.rundir import open_run
+    from stages.rundir.manifest import open_run
 
     run = open_run(run_path)[0]
     rows = []
     for n in range(1, run.completed_iterations() + 1):
-        m = {s: run.summary(n, s).get("metrics", {}) for s in STAGES}
+        m = {s: run.summary(n, s).metrics for s in STAGES}
         stage_s = {s: float(m[s].get("seconds", 0.0)) for s in STAGES}
         # Runs made before the update recorded step_seconds: count the whole update stage.
         step = float(m["update"].get("step_seconds", stage_s["update"]))

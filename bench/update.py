@@ -43,8 +43,8 @@ MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131
 
 def _load(model: str, device: str):
     """(peft model, pad id, vocab size, description)."""
-    from stages.config import ModelSection
-    from stages.model import load_policy
+    from stages.config.schema import ModelSection
+    from stages.model.policy import load_policy
 
     name = {"smollm2": "builtin:smollm2-135m", "tiny": "builtin:tiny"}[model]
     try:
@@ -72,8 +72,10 @@ def _load(model: str, device: str):
 def worker(args: argparse.Namespace) -> dict:
     import torch
 
-    from stages.config import UpdateSection
-    from stages.update_core import Sample, build_optimizer, update_step
+    from stages.config.schema import UpdateSection
+    from stages.training.batch import TokenSample
+    from stages.training.state import build_optimizer
+    from stages.training.step import update_step
 
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
@@ -81,7 +83,7 @@ def worker(args: argparse.Namespace) -> dict:
     model, pad, vocab, described = _load(args.model, device)
     g = random.Random(0)
     batch = [
-        Sample(prompt_ids=[g.randrange(1, vocab) for _ in range(PROMPT)],
+        TokenSample(prompt_ids=[g.randrange(1, vocab) for _ in range(PROMPT)],
                response_ids=[g.randrange(1, vocab) for _ in range(RESPONSE)],
                advantage=1.0 if i % 2 else -1.0)
         for i in range(BATCH)

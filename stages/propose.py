@@ -10,39 +10,26 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from stages.buffer import Buffers, load_buffers, sample_references
-from stages.chat import completion_fields, generate
-from stages.common import derive_seed, proposal_id, share, stage_rng
-from stages.config import TASK_TYPES, Config
-from stages.parsers import parse_proposal
-from stages.prompts import Ref, Turn, proposer_prompt, proposer_turns, show_turns
-from stages.records import Proposal, Task, TaskType
-from stages.rundir import Run
-
-
-@dataclass(frozen=True)
-class Request:
-    proposal_id: str
-    type: TaskType
-    turns: list[Turn]
-    references: list[Task]
-
-    @property
-    def prompt(self) -> str:
-        return show_turns(self.turns)
+from stages.config.schema import Config
+from stages.method.parsers import parse_proposal
+from stages.method.prompts import Ref, proposer_prompt, proposer_turns
+from stages.method.tasks import TASK_TYPES, derive_seed, proposal_id, share, stage_rng
+from stages.model.turns import Query, completion_fields, generate
+from stages.pipeline import Progress
+from stages.rundir.buffers import Buffers, load_buffers, sample_references
+from stages.rundir.records import Proposal, StageSummary, Task
+from stages.rundir.run import Run
 
 
 def _ref(task: Task) -> Ref:
     return Ref(program=task.program, inputs=task.inputs, outputs=task.outputs, message=task.message)
 
 
-def build_requests(buffers: Buffers, cfg: Config, rng: random.Random, iteration: int) -> list[Request]:
+def build_queries(buffers: Buffers, cfg: Config, rng: random.Random, iteration: int) -> list[Query]:
     """B prompts per type, in a fixed order (deduction, abduction, induction)."""
-    out: list[Request] = []
+    out: list[Query] = []
     programs = buffers["deduction"] + buffers["abduction"]
     n_inputs, demos = cfg.propose.induction_inputs, cfg.propose.demonstrations
     for t in TASK_TYPES:
@@ -58,19 +45,19 @@ def build_requests(buffers: Buffers, cfg: Config, rng: random.Random, iteration:
                 refs = sample_references(buffers[t], cfg.propose.references, rng)
                 turns = (proposer_turns(t, [_ref(r) for r in refs], n_inputs) if demos
                          else [("user", proposer_prompt(t, [_ref(r) for r in refs], n_inputs=n_inputs))])
-            out.append(Request(proposal_id(iteration, t, k), t, turns, refs))
+            out.append(Query(proposal_id(iteration, t, k), t, turns, references=refs))
     return out
 
 
-def to_record(req: Request, iteration: int, completion: Any, n_inputs: int, strict: bool = True) -> Proposal:
-    parsed = parse_proposal(completion.text, req.type, n_inputs=n_inputs, strict=strict)
-    program = req.references[0].program if req.type == "induction" else parsed.program
+def to_record(query: Query, iteration: int, completion: Any, n_inputs: int, strict: bool = True) -> Proposal:
+    parsed = parse_proposal(completion.text, query.type, n_inputs=n_inputs, strict=strict)
+    program = query.references[0].program if query.type == "induction" else parsed.program
     return Proposal(
-        proposal_id=req.proposal_id,
+        proposal_id=query.id,
         iteration=iteration,
-        type=req.type,
-        prompt=req.prompt,
-        reference_task_ids=[r.task_id for r in req.references],
+        type=query.type,
+        prompt=query.prompt,
+        reference_task_ids=[r.task_id for r in query.references],
         program=program,
         inputs=parsed.inputs,
         message=parsed.message,
@@ -80,11 +67,11 @@ def to_record(req: Request, iteration: int, completion: Any, n_inputs: int, stri
     )
 
 
-def summarize(records: list[Proposal], gen: Any) -> dict[str, Any]:
+def summarize(records: list[Proposal], gen: Any) -> StageSummary:
     by_type = {t: [r for r in records if r.type == t] for t in TASK_TYPES}
-    return {
-        "count": len(records),
-        "metrics": {
+    return StageSummary(
+        count=len(records),
+        metrics={
             "proposals": len(records),
             "format_ok": share(r.format_ok for r in records),
             **{f"format_ok/{t}": share(r.format_ok for r in rs) for t, rs in by_type.items()},
@@ -92,29 +79,17 @@ def summarize(records: list[Proposal], gen: Any) -> dict[str, Any]:
             "tokens_per_s": round(gen.tokens_per_s, 2),
             "generate_s": round(gen.seconds, 3),
         },
-    }
+    )
 
 
-def run(
-    run: Run,
-    n: int,
-    policy: Any,
-    *,
-    force: bool = False,
-    progress: Callable[[int, int], None] | None = None,
-    buffers: Buffers | None = None,
-) -> dict[str, Any]:
+def run(run: Run, n: int, session: Any, *, force: bool = False, progress: Progress | None = None) -> StageSummary:
     """Write iters/N/propose/: proposals.jsonl + summary.json. Returns the summary."""
     started = time.perf_counter()
     cfg = run.config
-    buffers = buffers if buffers is not None else load_buffers(run, n - 1)
-    requests = build_requests(buffers, cfg, stage_rng(cfg.run.seed, n, "propose"), n)
-    p = cfg.propose
-    gen = generate(policy, [r.turns for r in requests], p, derive_seed(cfg.run.seed, n, "propose", "gen"), progress)
-    strict = cfg.reward.format == "strict"
-    records = [
-        to_record(r, n, c, p.induction_inputs, strict) for r, c in zip(requests, gen.completions, strict=True)
-    ]
-    summary = summarize(records, gen)
-    run.write_stage(n, "propose", {"proposals.jsonl": records}, summary, force=force, started=started)
-    return summary
+    queries = build_queries(load_buffers(run, n - 1), cfg, stage_rng(cfg.run.seed, n, "propose"), n)
+    gen = generate(session.policy_for(n), queries, cfg.propose, derive_seed(cfg.run.seed, n, "propose", "gen"),
+                   progress)
+    records = [to_record(q, n, c, cfg.propose.induction_inputs, cfg.reward.strict)
+               for q, c in zip(queries, gen.completions, strict=True)]
+    return run.write_stage(n, "propose", {"proposals.jsonl": records}, summarize(records, gen),
+                           force=force, started=started)

@@ -11,11 +11,12 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from stages.common import share
-from stages.config import ROLES, TASK_TYPES, RewardSection
-from stages.records import Proposal, Rollout, Scored, Validation
-from stages.rewards import proposer_reward, solver_reward, trr_advantages
-from stages.rundir import Run
+from stages.config.schema import RewardSection
+from stages.method.rewards import proposer_reward, solver_reward, trr_advantages
+from stages.method.tasks import ROLES, TASK_TYPES, share
+from stages.pipeline import Progress
+from stages.rundir.records import Proposal, Rollout, Sample, StageSummary, Validation
+from stages.rundir.run import Run
 
 
 def solve_rates(rollouts: list[Rollout]) -> dict[str, float]:
@@ -29,15 +30,15 @@ def solve_rates(rollouts: list[Rollout]) -> dict[str, float]:
 
 def score(
     proposals: list[Proposal], validations: list[Validation], rollouts: list[Rollout], cfg: RewardSection
-) -> list[Scored]:
+) -> list[Sample]:
     valid = {v.proposal_id: v for v in validations}
     rates = solve_rates(rollouts)
-    out: list[Scored] = []
+    out: list[Sample] = []
     for p in proposals:
         v = valid[p.proposal_id]
         rate = rates.get(v.task.task_id) if v.task is not None else None
         out.append(
-            Scored(
+            Sample(
                 sample_id=p.proposal_id,
                 role="proposer",
                 type=p.type,
@@ -51,7 +52,7 @@ def score(
     for r in rollouts:
         if r.purpose == "train":
             out.append(
-                Scored(
+                Sample(
                     sample_id=r.rollout_id,
                     role="solver",
                     type=r.type,
@@ -66,7 +67,7 @@ def score(
     return out
 
 
-def summarize(samples: list[Scored]) -> dict[str, Any]:
+def summarize(samples: list[Sample]) -> StageSummary:
     m: dict[str, Any] = {"samples": len(samples)}
     for role in ROLES:
         for t in TASK_TYPES:
@@ -81,10 +82,11 @@ def summarize(samples: list[Scored]) -> dict[str, Any]:
                     m[f"solve_rate/{t}"] = sum(rates) / len(rates)
             else:
                 m[f"accuracy/{t}"] = share(bool(s.correct) for s in sub)
-    return {"count": len(samples), "metrics": m}
+    return StageSummary(count=len(samples), metrics=m)
 
 
-def run(run: Run, n: int, *, force: bool = False) -> dict[str, Any]:
+def run(run: Run, n: int, session: Any = None, *, force: bool = False,
+        progress: Progress | None = None) -> StageSummary:
     """Write iters/N/reward/: samples.jsonl (reward + advantage per sample) + summary.json."""
     started = time.perf_counter()
     samples = score(
@@ -93,6 +95,4 @@ def run(run: Run, n: int, *, force: bool = False) -> dict[str, Any]:
         run.read(n, "solve", "rollouts.jsonl", Rollout),
         run.config.reward,
     )
-    summary = summarize(samples)
-    run.write_stage(n, "reward", {"samples.jsonl": samples}, summary, force=force, started=started)
-    return summary
+    return run.write_stage(n, "reward", {"samples.jsonl": samples}, summarize(samples), force=force, started=started)

@@ -9,14 +9,16 @@ message; outputs are the inputs' values (computed by ``ast.literal_eval``, no co
 from __future__ import annotations
 
 import ast
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from stages.config import TASK_TYPES, Config
-from stages.records import Task
-from stages.rundir import Run, create_run, read_jsonl, write_jsonl
+from stages.config.schema import Config
+from stages.method.tasks import TASK_TYPES, seed_task_id
+from stages.rundir.jsonl import read_jsonl, write_jsonl
+from stages.rundir.manifest import create_run
+from stages.rundir.records import Task
+from stages.rundir.run import Run
 
 IDENTITY_PROGRAM = "def f(a):\n    return a"
 IDENTITY_INPUT = '"Hello world"'
@@ -39,11 +41,11 @@ def seed_tasks(cfg: Config) -> list[Task]:
     while len(inputs) < n:  # more than we list: distinct integers
         inputs.append(str(len(inputs) * 11))
     return [
-        Task(task_id="seed-deduction-0", type="deduction", program=IDENTITY_PROGRAM,
+        Task(task_id=seed_task_id("deduction", 0), type="deduction", program=IDENTITY_PROGRAM,
              inputs=[IDENTITY_INPUT], outputs=[identity_output(IDENTITY_INPUT)]),
-        Task(task_id="seed-abduction-0", type="abduction", program=IDENTITY_PROGRAM,
+        Task(task_id=seed_task_id("abduction", 0), type="abduction", program=IDENTITY_PROGRAM,
              inputs=[IDENTITY_INPUT], outputs=[identity_output(IDENTITY_INPUT)]),
-        Task(task_id="seed-induction-0", type="induction", program=IDENTITY_PROGRAM,
+        Task(task_id=seed_task_id("induction", 0), type="induction", program=IDENTITY_PROGRAM,
              inputs=inputs, outputs=[identity_output(x) for x in inputs],
              message=IDENTITY_MESSAGE, n_shown=cfg.propose.shown),
     ]
@@ -51,9 +53,7 @@ def seed_tasks(cfg: Config) -> list[Task]:
 
 def write_seed_file(run: Run, tasks: list[Task]) -> None:
     with run.writing():
-        tmp = run.seed_file.with_name(f".seed.jsonl.tmp-{os.getpid()}")
-        write_jsonl(tmp, tasks)
-        os.replace(tmp, run.seed_file)
+        write_jsonl(run.seed_file, tasks)
 
 
 def run(path: Path, cfg: Config, force: bool = False) -> Run:
@@ -75,16 +75,15 @@ def grow(run: Run, target: int, policy: Any, sandbox: Any, max_rounds: int = 20,
     round after round, until every buffer holds `target` seed tasks or `max_rounds` is reached.
     Programs are stored with their comments stripped. `buffer/seed.jsonl` is rewritten atomically
     after each round, so a stop loses at most the round in progress."""
-    from stages.buffer import group_by_type
-    from stages.chat import generate
-    from stages.common import derive_seed, stage_rng
-    from stages.parsers import strip_comments
-    from stages.propose import build_requests, to_record
+    from stages.method.parsers import strip_comments
+    from stages.method.tasks import derive_seed, seeding_proposal_id, stage_rng
+    from stages.model.turns import generate
+    from stages.propose import build_queries, to_record
+    from stages.rundir.buffers import group_by_type
     from stages.validate import validate_proposals
 
     cfg = run.config
     tasks = read_jsonl(run.seed_file, Task)
-    strict = cfg.reward.format == "strict"
     rounds = proposed = 0
     for rounds in range(1, max_rounds + 1):
         buffers = group_by_type(tasks)
@@ -93,20 +92,20 @@ def grow(run: Run, target: int, policy: Any, sandbox: Any, max_rounds: int = 20,
             rounds -= 1
             break
         rng = stage_rng(cfg.run.seed, 0, f"seed-grow-{rounds}")
-        requests = [r for r in build_requests(buffers, cfg, rng, 0) if r.type in short]
-        gen = generate(policy, [r.turns for r in requests], cfg.propose,
-                       derive_seed(cfg.run.seed, 0, "seed-grow", rounds), progress)
+        queries = [q for q in build_queries(buffers, cfg, rng, 0) if q.type in short]
+        gen = generate(policy, queries, cfg.propose, derive_seed(cfg.run.seed, 0, "seed-grow", rounds), progress)
         records = []
-        for r, c in zip(requests, gen.completions, strict=True):
-            rec = to_record(r, 0, c, cfg.propose.induction_inputs, strict)
+        for q, c in zip(queries, gen.completions, strict=True):
+            rec = to_record(q, 0, c, cfg.propose.induction_inputs, cfg.reward.strict)
             if rec.program and rec.type != "induction" and cfg.validate_.strip_seed_comments:
                 rec = rec.model_copy(update={"program": strip_comments(rec.program)})
-            records.append(rec.model_copy(update={"proposal_id": f"seed-r{rounds:03d}-{rec.proposal_id[7:]}"}))
+            k = sum(r.type == q.type for r in records)
+            records.append(rec.model_copy(update={"proposal_id": seeding_proposal_id(rounds, q.type, k)}))
         proposed += len(records)
         for v in validate_proposals(records, sandbox, cfg):
             have = sum(t.type == v.type for t in tasks)
             if v.task is not None and have < target:
-                tasks.append(v.task.model_copy(update={"task_id": f"seed-{v.type}-{have}", "iteration": 0}))
+                tasks.append(v.task.model_copy(update={"task_id": seed_task_id(v.type, have), "iteration": 0}))
         write_seed_file(run, tasks)
     sizes = {t: len(v) for t, v in group_by_type(tasks).items()}
     return {"rounds": rounds, "proposed": proposed, "buffers": sizes,

@@ -1,5 +1,5 @@
-"""What stays in memory across stages: the policy (and its optimizer and PPO value head) and the
-sandbox pool. A standalone stage command opens a session for one stage; `azr loop` keeps one open
+"""What stays in memory across stages: the policy (and its optimizer and the update's algorithm,
+with PPO's value head) and the sandbox pool. A standalone stage command opens a session for one stage; `azr loop` keeps one open
 for the whole run, so the model is loaded once.
 
 The policy of iteration N is the base model plus the checkpoint written by iteration N−1's update
@@ -12,7 +12,8 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from stages.rundir import Run, RunError
+from stages.errors import ModelError, RunError
+from stages.rundir.run import Run
 
 
 def damaged(ckpt: Path, e: BaseException, name: str | None = None) -> RunError:
@@ -32,7 +33,7 @@ class Session:
         self.policy: Any = None
         self.policy_iter: int | None = None
         self.optimizer: Any = None
-        self.value_head: Any = None
+        self.algorithm: Any = None
         self._sandbox: Any = None
         self._stack = contextlib.ExitStack()
 
@@ -62,8 +63,8 @@ class Session:
             return self.policy
         import torch
 
-        from stages.common import derive_seed
-        from stages.model import load_policy
+        from stages.method.tasks import derive_seed
+        from stages.model.policy import load_policy
 
         self.close_policy()
         # A fresh adapter's initial weights come from torch's RNG: seed it, so that every process
@@ -73,36 +74,36 @@ class Session:
         try:
             self.policy = load_policy(self.run.config.model, adapter_dir=ckpt, trainable=True)
         except Exception as e:
-            if ckpt is None or type(e).__name__ == "ModelError":
+            if ckpt is None or isinstance(e, ModelError):
                 raise
             raise damaged(ckpt, e) from None
         self.policy_iter = n
         return self.policy
 
     def trainer_for(self, n: int) -> tuple[Any, Any, Any]:
-        """(policy, optimizer, value head) of iteration n, optimizer state restored from n−1."""
+        """(policy, optimizer, algorithm) of iteration n, their state restored from n−1."""
         policy = self.policy_for(n)
         if self.optimizer is None:
-            from stages import update_core
+            from stages.training.algorithms import make_algorithm
+            from stages.training.state import TRAINING_STATE_FILE, build_optimizer, load_training_state
 
             cfg = self.run.config.update
-            if cfg.algorithm == "ppo":
-                self.value_head = update_core.make_value_head(policy.model)
-            self.optimizer = update_core.build_optimizer(policy.trainable_parameters(), cfg, self.value_head)
+            self.algorithm = make_algorithm(cfg, policy.model)
+            self.optimizer = build_optimizer(policy.trainable_parameters(), cfg, self.algorithm)
             ckpt = self.checkpoint_for(n)
             if ckpt is not None:
                 try:
-                    update_core.load_training_state(ckpt, self.optimizer, self.value_head)
+                    load_training_state(ckpt, self.optimizer, self.algorithm)
                 except Exception as e:
-                    raise damaged(ckpt, e, update_core.TRAINING_STATE_FILE) from None
-        return policy, self.optimizer, self.value_head
+                    raise damaged(ckpt, e, TRAINING_STATE_FILE) from None
+        return policy, self.optimizer, self.algorithm
 
     def advance(self, n: int) -> None:
         """After iteration n's update: the in-memory policy is the policy of n+1."""
         self.policy_iter = n + 1
 
     def close_policy(self) -> None:
-        self.policy = self.optimizer = self.value_head = None
+        self.policy = self.optimizer = self.algorithm = None
         self.policy_iter = None
 
     def close(self) -> None:

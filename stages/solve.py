@@ -13,30 +13,24 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from stages.buffer import load_buffers, solver_batch
-from stages.chat import completion_fields, generate
-from stages.common import derive_seed, share, stage_rng
-from stages.config import TASK_TYPES, Config
-from stages.parsers import parse_solver
-from stages.prompts import Turn, show_turns, solver_prompt, solver_turns
-from stages.records import Rollout, Task
-from stages.rundir import Run
-
-
-@dataclass(frozen=True)
-class Job:
-    rollout_id: str
-    task: Task
-    purpose: str
-    turns: list[Turn]
-
-    @property
-    def prompt(self) -> str:
-        return show_turns(self.turns)
+from stages.config.schema import Config
+from stages.method.parsers import parse_solver
+from stages.method.prompts import Turn, solver_prompt, solver_turns
+from stages.method.tasks import (
+    TASK_TYPES,
+    derive_seed,
+    learnability_rollout_id,
+    share,
+    stage_rng,
+    train_rollout_id,
+)
+from stages.model.turns import Query, completion_fields, generate
+from stages.pipeline import Progress
+from stages.rundir.buffers import load_buffers, solver_batch
+from stages.rundir.records import Rollout, StageSummary, Task
+from stages.rundir.run import Run
 
 
 def task_turns(task: Task, demonstrations: bool = False) -> list[Turn]:
@@ -51,22 +45,24 @@ def task_turns(task: Task, demonstrations: bool = False) -> list[Turn]:
     return [("user", solver_prompt(task.type, **shown))]
 
 
-def build_jobs(
+def solver_query(rollout_id: str, task: Task, purpose: str, demonstrations: bool = False) -> Query:
+    return Query(rollout_id, task.type, task_turns(task, demonstrations), task=task, purpose=purpose)
+
+
+def build_queries(
     new: list[Task], buffers: dict[str, list[Task]], cfg: Config, rng: random.Random, iteration: int
-) -> list[Job]:
+) -> list[Query]:
+    """n learnability rollouts per new task, then each type's training batch."""
     demos = cfg.solve.demonstrations
-    jobs = [
-        Job(f"{t.task_id}-r{j}", t, "learnability", task_turns(t, demos))
+    queries = [
+        solver_query(learnability_rollout_id(t.task_id, j), t, "learnability", demos)
         for t in new
         for j in range(cfg.solve.rollouts)
     ]
     for typ in TASK_TYPES:
         batch = solver_batch([t for t in new if t.type == typ], buffers[typ], cfg.run.batch_size, rng)
-        jobs += [
-            Job(f"{iteration:06d}-train-{typ[:3]}-{k:03d}", t, "train", task_turns(t, demos))
-            for k, t in enumerate(batch)
-        ]
-    return jobs
+        queries += [solver_query(train_rollout_id(iteration, typ, k), t, "train", demos) for k, t in enumerate(batch)]
+    return queries
 
 
 def answer_item(task: Task, prediction: str) -> Any:
@@ -81,25 +77,26 @@ def answer_item(task: Task, prediction: str) -> Any:
     return InductionAnswer(program=prediction, inputs=task.inputs[k:], outputs=task.outputs[k:])
 
 
-def check_answers(jobs: list[Job], predictions: list[str | None], sandbox: Any, cfg: Config) -> list[Any]:
-    """One verdict per job (None where there is no prediction to check)."""
-    from sandbox.tasks import check_answers as sandbox_check
+def judge_answers(queries: list[Query], predictions: list[str | None], sandbox: Any, cfg: Config) -> list[Any]:
+    """One verdict per query (None where there is no prediction to check)."""
+    from sandbox.tasks import check_answers
 
     where = [i for i, p in enumerate(predictions) if p is not None]
-    items = [answer_item(jobs[i].task, predictions[i]) for i in where]  # type: ignore[arg-type]
-    verdicts: list[Any] = [None] * len(jobs)
-    for i, v in zip(where, sandbox_check(sandbox, items, cfg.sandbox), strict=True):
+    items = [answer_item(queries[i].task, predictions[i]) for i in where]  # type: ignore[arg-type]
+    verdicts: list[Any] = [None] * len(queries)
+    for i, v in zip(where, check_answers(sandbox, items, cfg.sandbox), strict=True):
         verdicts[i] = v
     return verdicts
 
 
-def to_rollout(job: Job, completion: Any, parsed: Any, verdict: Any) -> Rollout:
+def to_rollout(query: Query, completion: Any, parsed: Any, verdict: Any) -> Rollout:
+    task = query.task
     return Rollout(
-        rollout_id=job.rollout_id,
-        task_id=job.task.task_id,
-        type=job.task.type,
-        purpose=job.purpose,
-        prompt=job.prompt,
+        rollout_id=query.id,
+        task_id=task.task_id,
+        type=task.type,
+        purpose=query.purpose,
+        prompt=query.prompt,
         prediction=parsed.prediction,
         format_ok=parsed.format_ok,
         format_error=parsed.format_error,
@@ -110,7 +107,7 @@ def to_rollout(job: Job, completion: Any, parsed: Any, verdict: Any) -> Rollout:
     )
 
 
-def summarize(rollouts: list[Rollout], gen: Any, check_s: float) -> dict[str, Any]:
+def summarize(rollouts: list[Rollout], gen: Any, check_s: float) -> StageSummary:
     m: dict[str, Any] = {"rollouts": len(rollouts)}
     for purpose in ("learnability", "train"):
         rs = [r for r in rollouts if r.purpose == purpose]
@@ -126,30 +123,20 @@ def summarize(rollouts: list[Rollout], gen: Any, check_s: float) -> dict[str, An
         generate_s=round(gen.seconds, 3),
         check_s=round(check_s, 3),
     )
-    return {"count": len(rollouts), "metrics": m}
+    return StageSummary(count=len(rollouts), metrics=m)
 
 
-def run(
-    run: Run,
-    n: int,
-    policy: Any,
-    sandbox: Any,
-    *,
-    force: bool = False,
-    progress: Callable[[int, int], None] | None = None,
-) -> dict[str, Any]:
+def run(run: Run, n: int, session: Any, *, force: bool = False, progress: Progress | None = None) -> StageSummary:
     """Write iters/N/solve/: rollouts.jsonl + summary.json."""
     started = time.perf_counter()
-    cfg, s = run.config, run.config.solve
+    cfg = run.config
     new = run.read(n, "validate", "tasks.jsonl", Task)
-    jobs = build_jobs(new, load_buffers(run, n), cfg, stage_rng(cfg.run.seed, n, "solve"), n)
-    gen = generate(policy, [j.turns for j in jobs], s, derive_seed(cfg.run.seed, n, "solve", "gen"), progress)
-    strict = cfg.reward.format == "strict"
-    parsed = [parse_solver(c.text, j.task.type, strict) for j, c in zip(jobs, gen.completions, strict=True)]
-    start = time.perf_counter()
-    verdicts = check_answers(jobs, [p.prediction if p.format_ok else None for p in parsed], sandbox, cfg)
-    check_s = time.perf_counter() - start
-    rollouts = [to_rollout(*x) for x in zip(jobs, gen.completions, parsed, verdicts, strict=True)]
-    summary = summarize(rollouts, gen, check_s)
-    run.write_stage(n, "solve", {"rollouts.jsonl": rollouts}, summary, force=force, started=started)
-    return summary
+    queries = build_queries(new, load_buffers(run, n), cfg, stage_rng(cfg.run.seed, n, "solve"), n)
+    gen = generate(session.policy_for(n), queries, cfg.solve, derive_seed(cfg.run.seed, n, "solve", "gen"), progress)
+    parsed = [parse_solver(c.text, q.type, cfg.reward.strict) for q, c in zip(queries, gen.completions, strict=True)]
+    check_start = time.perf_counter()
+    verdicts = judge_answers(queries, [p.prediction if p.format_ok else None for p in parsed], session.sandbox(), cfg)
+    check_s = time.perf_counter() - check_start
+    rollouts = [to_rollout(*x) for x in zip(queries, gen.completions, parsed, verdicts, strict=True)]
+    return run.write_stage(n, "solve", {"rollouts.jsonl": rollouts}, summarize(rollouts, gen, check_s),
+                           force=force, started=started)

@@ -8,21 +8,24 @@ before the stage folder, so a completed update always has its checkpoint.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
 import time
+from pathlib import Path
 from typing import Any
 
-from stages.common import derive_seed
-from stages.records import Proposal, Rollout, Scored
-from stages.rundir import Run, RunError, iter_name, remove_stale, write_json
+from stages.errors import RunError
+from stages.method.tasks import derive_seed
+from stages.pipeline import Progress
+from stages.rundir.atomic import atomic_folder, remove_stale
+from stages.rundir.jsonl import write_json
+from stages.rundir.records import Proposal, Rollout, Sample, StageSummary
+from stages.rundir.run import Run
 from stages.session import Session
 
 
 def training_samples(run: Run, n: int) -> list[Any]:
-    """Scored samples joined by id with the token ids of their responses."""
-    from stages.update_core import Sample
+    """The iteration's samples joined by id with the token ids of their responses."""
+    from stages.training.batch import TokenSample
 
     tokens: dict[str, tuple[list[int], list[int]]] = {}
     for p in run.read(n, "propose", "proposals.jsonl", Proposal):
@@ -30,14 +33,11 @@ def training_samples(run: Run, n: int) -> list[Any]:
     for r in run.read(n, "solve", "rollouts.jsonl", Rollout):
         tokens[r.rollout_id] = (r.prompt_ids, r.completion_ids)
     out = []
-    for s in run.read(n, "reward", "samples.jsonl", Scored):
+    for s in run.read(n, "reward", "samples.jsonl", Sample):
         prompt_ids, response_ids = tokens[s.sample_id]
         if response_ids:
-            out.append(
-                Sample(
-                    prompt_ids=prompt_ids, response_ids=response_ids, advantage=s.advantage, reward=s.reward
-                )
-            )
+            out.append(TokenSample(prompt_ids=prompt_ids, response_ids=response_ids, advantage=s.advantage,
+                                   reward=s.reward))
     return out
 
 
@@ -52,36 +52,24 @@ def save_checkpoint(run: Run, n: int, session: Session, stats: dict[str, Any]) -
     """Write checkpoints/N/ through a temporary folder. Under the run lock, every leftover of an
     earlier write that was killed or failed (a full disk) is removed first, so retries never pile
     up copies of the weights."""
-    from stages.update_core import save_training_state
+    from stages.training.state import save_training_state
 
     final = run.checkpoint_dir(n)
+    meta = {"iteration": n, "config_digest": run.config.digest(), "base_model": run.config.model.name,
+            "adapter": run.config.model.adapter, "algorithm": run.config.update.algorithm.name, "stats": stats}
     with run.writing():
         final.parent.mkdir(parents=True, exist_ok=True)
         remove_stale(final.parent, ".*")
-        tmp = final.parent / f".{iter_name(n)}.tmp-{os.getpid()}"
         try:
-            session.policy.save(tmp)
-            save_training_state(tmp, session.optimizer, session.value_head)
-            write_json(
-                tmp / "meta.json",
-                {
-                    "iteration": n,
-                    "config_digest": run.config.digest(),
-                    "base_model": run.config.model.name,
-                    "adapter": run.config.model.adapter,
-                    "algorithm": run.config.update.algorithm,
-                    "stats": stats,
-                },
-            )
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            with atomic_folder(final, replace=True) as tmp:
+                session.policy.save(tmp)
+                save_training_state(tmp, session.optimizer, session.algorithm)
+                write_json(tmp / "meta.json", meta)
         except (OSError, RuntimeError) as e:
-            shutil.rmtree(tmp, ignore_errors=True)
             raise RunError(f"cannot write checkpoint {final}: {_write_cause(final.parent, e)}") from None
 
 
-def _write_cause(folder: Any, e: BaseException) -> str:
+def _write_cause(folder: Path, e: BaseException) -> str:
     """A plain cause for a failed write: torch reports a full disk as 'unexpected pos …'."""
     free = shutil.disk_usage(folder).free
     if isinstance(e, OSError) and e.strerror:
@@ -95,41 +83,34 @@ def prune_checkpoints(run: Run) -> None:
     """Apply retention. Called only once the update stage is complete, so that a crash between
     writing checkpoint N and completing the stage never loses checkpoint N−1 (its starting point)."""
     u = run.config.update
-    root = run.path / "checkpoints"
     with run.writing():
-        done = [int(p.name) for p in root.iterdir() if p.name.isdigit()]
+        done = run.checkpoints()
         for i in set(done) - kept_checkpoints(done, u.keep_last, u.keep_every):
             shutil.rmtree(run.checkpoint_dir(i), ignore_errors=True)
 
 
-def run(run: Run, n: int, session: Session, *, force: bool = False) -> dict[str, Any]:
+def run(run: Run, n: int, session: Session, *, force: bool = False,
+        progress: Progress | None = None) -> StageSummary:
     """Write checkpoints/N/ and iters/N/update/summary.json."""
     started = time.perf_counter()
     import torch
 
-    from stages.update_core import update_step
+    from stages.training.step import update_step
 
     samples = training_samples(run, n)
-    policy, optimizer, value_head = session.trainer_for(n)
+    policy, optimizer, algorithm = session.trainer_for(n)
     torch.manual_seed(derive_seed(run.config.run.seed, n, "update"))
     pad = policy.tokenizer.pad_token_id if policy.tokenizer.pad_token_id is not None else 0
-    cfg = run.config.update
-    with contextlib.ExitStack() as stack:
-        # LoRA/QLoRA: update_step disables the adapter itself; full weights need a frozen copy.
-        ref = (
-            stack.enter_context(policy.reference()) if cfg.kl_coef > 0 and policy.adapter == "full" else None
-        )
-        try:
-            stats = update_step(
-                policy.model, samples, cfg, optimizer, value_head=value_head, pad_id=pad, ref_model=ref
-            ).to_dict()
-        except FloatingPointError as e:
-            raise RunError(f"update of iteration {n}: {e}; no checkpoint was written (lower update.lr, "
-                           "or check the iteration's samples with `azr inspect`)") from None
+    try:
+        stats = update_step(policy.model, samples, run.config.update, optimizer, algorithm, pad_id=pad,
+                            reference=policy.reference).to_dict()
+    except FloatingPointError as e:
+        raise RunError(f"update of iteration {n}: {e}; no checkpoint was written (lower update.lr, "
+                       "or check the iteration's samples with `azr inspect`)") from None
     save_checkpoint(run, n, session, stats)
     session.advance(n)
     stats["step_seconds"] = stats.pop("seconds")  # the stage's own `seconds` covers the whole stage
-    summary = {"count": len(samples), "metrics": {k: v for k, v in stats.items() if v is not None}}
-    run.write_stage(n, "update", {}, summary, force=force, started=started)
+    summary = StageSummary(count=len(samples), metrics={k: v for k, v in stats.items() if v is not None})
+    summary = run.write_stage(n, "update", {}, summary, force=force, started=started)
     prune_checkpoints(run)
     return summary

@@ -12,10 +12,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from stages.common import counts, share
-from stages.config import TASK_TYPES, Config
-from stages.records import Proposal, Task, Validation
-from stages.rundir import Run
+from stages.config.schema import Config
+from stages.method.tasks import TASK_TYPES, counts, share, task_id
+from stages.pipeline import Progress
+from stages.rundir.records import Proposal, StageSummary, Task, Validation
+from stages.rundir.run import Run
 
 
 def to_validation(p: Proposal, verdict: Any | None, cfg: Config) -> Validation:
@@ -33,7 +34,7 @@ def to_validation(p: Proposal, verdict: Any | None, cfg: Config) -> Validation:
             proposal_id=p.proposal_id, type=p.type, valid=False, reason=verdict.reason, detail=verdict.detail
         )
     task = Task(
-        task_id=f"t{p.proposal_id}",
+        task_id=task_id(p.proposal_id),
         type=p.type,
         program=p.program or "",
         inputs=list(p.inputs),
@@ -46,18 +47,19 @@ def to_validation(p: Proposal, verdict: Any | None, cfg: Config) -> Validation:
     return Validation(proposal_id=p.proposal_id, type=p.type, valid=True, task=task)
 
 
-def summarize(validations: list[Validation]) -> dict[str, Any]:
+def summarize(validations: list[Validation]) -> StageSummary:
     by_type = {t: [v for v in validations if v.type == t] for t in TASK_TYPES}
-    return {
-        "count": len(validations),
-        "reasons": counts(v.reason for v in validations if not v.valid),
-        "metrics": {
+    reasons = counts(v.reason for v in validations if not v.valid)
+    return StageSummary(
+        count=len(validations),
+        reasons=reasons,
+        metrics={
             "valid": share(v.valid for v in validations),
             **{f"valid/{t}": share(v.valid for v in vs) for t, vs in by_type.items()},
             **{f"new_tasks/{t}": sum(v.valid for v in vs) for t, vs in by_type.items()},
-            **{f"rejected/{r}": c for r, c in counts(v.reason for v in validations if not v.valid).items()},
+            **{f"rejected/{r}": c for r, c in reasons.items()},
         },
-    }
+    )
 
 
 def validate_proposals(proposals: list[Proposal], sandbox: Any, cfg: Config) -> list[Validation]:
@@ -69,19 +71,11 @@ def validate_proposals(proposals: list[Proposal], sandbox: Any, cfg: Config) -> 
     return [to_validation(p, by_id.get(p.proposal_id), cfg) for p in proposals]
 
 
-def run(run: Run, n: int, sandbox: Any, *, force: bool = False) -> dict[str, Any]:
+def run(run: Run, n: int, session: Any, *, force: bool = False, progress: Progress | None = None) -> StageSummary:
     """Write iters/N/validate/: validations.jsonl, tasks.jsonl (the valid ones), summary.json."""
     started = time.perf_counter()
     proposals = run.read(n, "propose", "proposals.jsonl", Proposal)
-    validations = validate_proposals(proposals, sandbox, run.config)
+    validations = validate_proposals(proposals, session.sandbox(), run.config)
     tasks = [v.task for v in validations if v.task is not None]
-    summary = summarize(validations)
-    run.write_stage(
-        n,
-        "validate",
-        {"validations.jsonl": validations, "tasks.jsonl": tasks},
-        summary,
-        force=force,
-        started=started,
-    )
-    return summary
+    return run.write_stage(n, "validate", {"validations.jsonl": validations, "tasks.jsonl": tasks},
+                           summarize(validations), force=force, started=started)

@@ -64,6 +64,6 @@ def azr(capsys, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_model() -> str:
     """The `builtin:tiny` model folder, built once into the azr cache (seconds) and shared."""
-    from stages.model import resolve_model
+    from stages.model.names import resolve_model
 
     return resolve_model("builtin:tiny")

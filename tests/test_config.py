@@ -2,16 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from stages.config import (
-    Config,
-    ConfigError,
-    field_docs,
-    load_config,
-    meaning_changes,
-    parse_set,
-    runtime_changes,
-    runtime_fields,
-)
+from stages.config.layers import load_config, meaning_changes, parse_set, runtime_changes
+from stages.config.schema import Config, field_docs, runtime_fields
+from stages.errors import ConfigError
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 

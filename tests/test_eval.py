@@ -10,7 +10,7 @@ import pytest
 from conftest import TINY
 
 from sandbox import SandboxConfig, open_sandbox
-from stages import evaluate as ev
+from stages.evaluation import evaluate, scoring, suites
 
 CFG = SandboxConfig(workers=2)
 
@@ -41,7 +41,7 @@ def sb():
         yield pool
 
 
-def wrong_completion(item: ev.Item) -> str:
+def wrong_completion(item: suites.Item) -> str:
     block = {
         "codegen": ("python", f"def {item.entry_point}(*args, **kwargs):\n    return 'azr-wrong'"),
         "deduction": ("output", "'azr-wrong'"),
@@ -51,8 +51,8 @@ def wrong_completion(item: ev.Item) -> str:
 
 
 def self_check(items, sb):
-    right = ev.summarize(ev.score(items, [ev.reference_completion(i) for i in items], sb, CFG))
-    wrong = ev.summarize(ev.score(items, [wrong_completion(i) for i in items], sb, CFG))
+    right = scoring.summarize(scoring.score(items, [scoring.reference_completion(i) for i in items], sb, CFG))
+    wrong = scoring.summarize(scoring.score(items, [wrong_completion(i) for i in items], sb, CFG))
     return right, wrong
 
 
@@ -69,31 +69,31 @@ def test_test_inputs_reads_literal_calls_in_order_once():
         "    assert candidate([1, 2], 3) == 4\n"  # repeated: kept once
         "    assert candidate(k=1) == 1\n"        # keyword: skipped
     )
-    assert ev.literal_test_inputs(test) == ["[1, 2], 3", "-1.5, 'a'"]
-    assert ev.literal_test_inputs("def broken(:") == []
+    assert suites.literal_test_inputs(test) == ["[1, 2], 3", "-1.5, 'a'"]
+    assert suites.literal_test_inputs("def broken(:") == []
 
 
 def test_task_program_renames_entry_and_drops_docstrings():
     src = 'def helper(x):\n    """help"""\n    return x\n\ndef solve(n):\n    """Doc with >>> solve(1)"""\n    # a comment\n    return solve(n - 1) if n else helper(0)\n'
-    prog = ev.task_program(src, "solve")
+    prog = suites.task_program(src, "solve")
     assert "def f(n):" in prog and "return f(n - 1) if n else helper(0)" in prog
     assert '"""' not in prog and "comment" not in prog and "solve" not in prog
-    taken = ev.task_program("def solve(f):\n    return f + 1\n", "solve")
+    taken = suites.task_program("def solve(f):\n    return f + 1\n", "solve")
     assert taken.endswith("f = solve\n") and "def solve(f):" in taken
 
 
 def test_extract_code_prefers_the_block_defining_the_entry_point():
     text = "<think>x</think><answer>\n```python\ndef g(): pass\n```\n```python\ndef add(a):\n    return a\n```\n```python\nprint(1)\n```\n</answer>"
-    assert ev.extract_code(text, "add") == "def add(a):\n    return a"
-    assert ev.extract_code("Sure:\n```python\nreturn 1\n```", "add") == "return 1"  # no <answer> tag
-    assert ev.extract_code("no code at all", "add") is None
+    assert scoring.extract_code(text, "add") == "def add(a):\n    return a"
+    assert scoring.extract_code("Sure:\n```python\nreturn 1\n```", "add") == "return 1"  # no <answer> tag
+    assert scoring.extract_code("no code at all", "add") is None
 
 
 def test_a_body_only_answer_is_placed_under_the_prompt(sb):
-    item = next(ev.humaneval_suite(ev.Context(sb, CFG, None)))  # has_close_elements
+    item = next(suites.humaneval_suite(suites.Context(sb, CFG, None)))  # has_close_elements
     body = ("for i, a in enumerate(numbers):\n    for j, b in enumerate(numbers):\n"
             "        if i != j and abs(a - b) < threshold:\n            return True\nreturn False")
-    result = ev.score([item], [f"<answer>\n```python\n{body}\n```\n</answer>"], sb, CFG)[0]
+    result = scoring.score([item], [f"<answer>\n```python\n{body}\n```\n</answer>"], sb, CFG)[0]
     assert result["correct"] and not result["format_ok"]  # counted in score, not in score_strict
 
 
@@ -101,7 +101,7 @@ def test_a_body_only_answer_is_placed_under_the_prompt(sb):
 
 
 def test_humaneval_canonical_solutions_all_pass_and_a_wrong_one_scores_zero(sb):
-    items = ev.load_items("humaneval", sb, CFG)
+    items = suites.load_items("humaneval", sb, CFG)
     assert len(items) == 164
     right, wrong = self_check(items, sb)
     assert right["score"] == 1.0 and right["score_strict"] == 1.0
@@ -109,7 +109,7 @@ def test_humaneval_canonical_solutions_all_pass_and_a_wrong_one_scores_zero(sb):
 
 
 def test_humaneval_io_items_are_derived_in_the_sandbox_and_check_right(sb):
-    items = ev.load_items("humaneval-io", sb, CFG)
+    items = suites.load_items("humaneval-io", sb, CFG)
     # 4 problems give none: 32, 38 and 50 test on random inputs, 160's solution calls eval.
     assert len(items) == 2 * 160
     assert {i.kind for i in items} == {"deduction", "abduction"}
@@ -121,7 +121,7 @@ def test_humaneval_io_items_are_derived_in_the_sandbox_and_check_right(sb):
 
 
 def test_limit_derives_only_what_it_needs(sb):
-    items = ev.load_items("humaneval-io", sb, CFG, limit=5)
+    items = suites.load_items("humaneval-io", sb, CFG, limit=5)
     assert [i.item_id for i in items][:2] == ["HumanEval/0/deduction", "HumanEval/0/abduction"]
     assert len(items) == 5
 
@@ -129,7 +129,7 @@ def test_limit_derives_only_what_it_needs(sb):
 @pytest.mark.parametrize(("suite", "rows"), [("cruxeval", CRUX_ROWS), ("mbpp", MBPP_ROWS)])
 def test_data_file_suites_check_right(suite, rows, sb, tmp_path):
     data = write_jsonl(tmp_path / f"{suite}.jsonl", rows)
-    items = ev.load_items(suite, sb, CFG, data=data)
+    items = suites.load_items(suite, sb, CFG, data=data)
     assert len(items) == (2 * len(rows) if suite == "cruxeval" else len(rows))
     if suite == "mbpp":
         assert [i.entry_point for i in items] == ["similar_elements", "is_not_prime"]
@@ -140,10 +140,10 @@ def test_data_file_suites_check_right(suite, rows, sb, tmp_path):
 def test_gzipped_humaneval_style_data_is_read(sb, tmp_path):
     import gzip
 
-    rows = ev.humaneval_problems(None)[:2]
+    rows = suites.humaneval_problems(None)[:2]
     path = tmp_path / "he.jsonl.gz"
     path.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode()))
-    assert [i.item_id for i in ev.load_items("humaneval", sb, CFG, data=path)] == ["HumanEval/0", "HumanEval/1"]
+    assert [i.item_id for i in suites.load_items("humaneval", sb, CFG, data=path)] == ["HumanEval/0", "HumanEval/1"]
 
 
 # ----------------------------------------------------------------------------- CLI, end to end
@@ -199,17 +199,17 @@ def test_usage_errors_are_one_line(azr, run_dir):
 
 
 def test_loop_hook_then_compare(azr, run_dir):
-    from stages.rundir import open_run
+    from stages.rundir.manifest import open_run
     from stages.session import Session
 
     run, _ = open_run(run_dir)
-    policy = ev.policy_of(run, None)
-    assert ev.maybe_evaluate(run, 1, policy) == []  # eval.every = 2
-    [summary] = ev.maybe_evaluate(run, 2, policy)
+    policy = evaluate.policy_of(run, None)
+    assert evaluate.maybe_evaluate(run, 1, policy) == []  # eval.every = 2
+    [summary] = evaluate.maybe_evaluate(run, 2, policy)
     assert summary["suite"] == "humaneval" and summary["items"] == 2 and "results" not in summary
     with Session(run) as session:  # the loop's session: its in-memory policy after update 4 is used
         session.policy, session.policy_iter = policy, 5
-        assert [s["iteration"] for s in ev.maybe_evaluate(run, 4, session)] == [4]
+        assert [s["iteration"] for s in evaluate.maybe_evaluate(run, 4, session)] == [4]
     assert azr("eval", "--run", run_dir, "--base", "--suite", "humaneval", "--limit", "2").code == 0
 
     r = azr("eval", "--run", run_dir, "--compare", "--json")

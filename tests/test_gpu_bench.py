@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.model import BATCH_BUCKETS, bucket_batch, bucket_length, bucketed_rows
+from stages.model.generation import BATCH_BUCKETS, bucket_batch, bucket_length, bucketed_rows
 
 REPO = Path(__file__).resolve().parents[1]
 GPU_CONFIGS = sorted((REPO / "configs").glob("qwen2.5-coder-*.yaml"))
@@ -54,8 +54,9 @@ def test_static_path_matches_eager_on_cpu(tiny_model):
     rows the same greedy tokens and finish reasons as eager generation, dummy rows dropped."""
     import torch
 
-    from stages.config import ModelSection
-    from stages.model import _as_list, generate_batch, load_policy
+    from stages.config.schema import ModelSection
+    from stages.model.generation import as_list, generate_batch
+    from stages.model.policy import load_policy
 
     policy = load_policy(ModelSection(name="builtin:tiny", lora_rank=4, lora_alpha=8), trainable=False)
     prompts = ["def add(a, b):", "import os\n" * 6, "x = 1", "class Stack:\n    def push(self, item):", "for"]
@@ -67,7 +68,7 @@ def test_static_path_matches_eager_on_cpu(tiny_model):
     with torch.no_grad():
         for static in (False, True):
             out[static] = generate_batch(policy.model, enc, config=cfg, pad_id=cfg.pad_token_id,
-                                         eos_ids=_as_list(cfg.eos_token_id), stop_criteria=stop, seed=3,
+                                         eos_ids=as_list(cfg.eos_token_id), stop_criteria=stop, seed=3,
                                          device=policy.device, static_cache=static)
     assert len(out[True]) == len(enc) == 5  # bucket 8: three dummy rows dropped
     assert out[True] == out[False]
@@ -76,7 +77,7 @@ def test_static_path_matches_eager_on_cpu(tiny_model):
 
 @pytest.mark.parametrize("path", GPU_CONFIGS, ids=lambda p: p.name)
 def test_gpu_configs_are_sparse_and_say_memory_and_time(path):
-    from stages.config import Config, flatten
+    from stages.config.schema import Config, flatten
 
     text = path.read_text()
     assert "memory" in text and "per iteration" in text and "ESTIMATED" in text
@@ -88,7 +89,7 @@ def test_gpu_configs_are_sparse_and_say_memory_and_time(path):
 
 
 def test_paper_settings_config():
-    from stages.config import load_config
+    from stages.config.layers import load_config
 
     cfg = load_config(REPO / "configs" / "qwen2.5-coder-3b-full-80gb.yaml", None)
     assert (cfg.run.batch_size, cfg.propose.references, cfg.solve.rollouts, cfg.propose.induction_inputs) == (
@@ -115,7 +116,7 @@ def test_gpu_iteration_bench_tiny_on_cpu(tiny_model, capsys):
 
 
 def test_doctor_gpu_section_on_cpu_is_information(tmp_path, monkeypatch):
-    from stages import doctor_gpu
+    from stages.monitor import gpu as doctor_gpu
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     (tmp_path / "hub" / "models--Qwen--Qwen2.5-Coder-3B" / "blobs").mkdir(parents=True)

@@ -11,8 +11,9 @@ import time
 import pytest
 from conftest import REPO, TINY
 
-from stages.records import RECORD_FILES
-from stages.rundir import STAGES, open_run, read_jsonl
+from stages.pipeline import STAGES
+from stages.rundir.jsonl import read_jsonl
+from stages.rundir.manifest import open_run
 
 
 def azr_proc(*args, **kw):
@@ -41,7 +42,7 @@ def check_intact(run_path):
         for stage in STAGES:
             if run.is_done(n, stage):
                 assert (run.stage_dir(n, stage) / "summary.json").exists()
-                for name, model in RECORD_FILES[stage].items():
+                for name, model in STAGES[stage].records.items():
                     read_jsonl(run.stage_dir(n, stage) / name, model)  # raises on any damage
     return run
 

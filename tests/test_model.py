@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from stages import builtin_models
-from stages.model import ModelError, load_policy, resolve_model
+from stages.errors import ModelError
+from stages.model import builtins as builtin_models
+from stages.model.names import resolve_model
+from stages.model.policy import load_policy
 
 slow = pytest.mark.slow
 
@@ -22,7 +24,7 @@ PROMPTS = ["def add(a, b):", "import os\n" * 6, "x = 1", "class Stack:\n    def 
 
 
 def model_cfg(**kw):
-    from stages.config import ModelSection
+    from stages.config.schema import ModelSection
 
     return ModelSection(**{"name": "builtin:tiny", "lora_rank": 4, "lora_alpha": 8, **kw})
 
@@ -65,7 +67,7 @@ def logits(model, policy, text="def add(a, b):\n    return a + b"):
 
 
 def test_import_is_cheap():
-    code = "import sys, stages.model, stages.builtin_models; print(sorted({'torch','transformers','peft'} & set(sys.modules)))"
+    code = "import sys, stages.model.policy, stages.model.builtins; print(sorted({'torch','transformers','peft'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -101,7 +103,7 @@ def test_build_once_leaves_nothing_behind_on_a_crash(tmp_path):
 def test_two_processes_build_once(tmp_path):
     script = (
         "import os, sys, time, pathlib\n"
-        "from stages.builtin_models import build_once\n"
+        "from stages.model.builtins import build_once\n"
         "def build(out):\n"
         "    with open(sys.argv[2], 'a') as f: f.write(f'{os.getpid()}\\n')\n"
         "    time.sleep(0.5); (out / 'w').write_text('1')\n"
@@ -256,7 +258,7 @@ def test_eos_ends_a_row_and_is_kept_without_padding(policy):
     import torch
     from transformers import GenerationConfig
 
-    from stages.model import generate_batch
+    from stages.model.generation import generate_batch
 
     ids = policy.encode("def add(a, b):")
     greedy = generate(policy, ["def add(a, b):"], temperature=0, max_new_tokens=8).completions[0].token_ids
@@ -333,31 +335,23 @@ def test_reference_disables_the_adapter(tiny_model):
     assert not torch.allclose(logits(policy.model, policy), base, atol=1e-3)
 
 
-def test_collate_lines_up_prompt_and_completion(policy):
-    batch = policy.collate([[5, 6, 7], [8]], [[1, 2], [3, 4, 9]])
-    assert batch["input_ids"].tolist()[0][:5] == [5, 6, 7, 1, 2]
-    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]]
-    assert batch["completion_mask"].tolist() == [[0, 0, 0, 1, 1], [0, 1, 1, 1, 0]]
-
-
 def test_qlora_on_cpu_trains_after_generating(tiny_model):
-    """FACTS.md: without the workaround, a backward pass after eval-mode generation crashes."""
+    """Found on these machines: without the workaround, a backward pass after eval-mode generation
+    crashes (see stages.model.loading.disable_bnb_cpu_repack)."""
     import bitsandbytes as bnb
     import torch
+
+    from stages.training.batch import TokenSample, pad_batch
 
     policy = load_policy(model_cfg(adapter="qlora"))
     layers = [m for m in policy.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert layers and all(m.support_avx512bf16_for_cpu is False for m in layers)
     out = generate(policy, PROMPTS[:2], max_new_tokens=6)
-    batch = policy.collate([c.prompt_ids for c in out.completions], [c.token_ids for c in out.completions])
-    logp = torch.log_softmax(
-        policy.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        .logits[:, :-1]
-        .float(),
-        -1,
-    )
-    token_logp = logp.gather(-1, batch["input_ids"][:, 1:, None])[..., 0]
-    loss = -(token_logp * batch["completion_mask"][:, 1:]).sum()
+    ids, attn, resp = pad_batch([TokenSample(c.prompt_ids, c.token_ids) for c in out.completions],
+                                policy.tokenizer.pad_token_id, policy.device)
+    logp = torch.log_softmax(policy.model(input_ids=ids, attention_mask=attn).logits[:, :-1].float(), -1)
+    token_logp = logp.gather(-1, ids[:, 1:, None])[..., 0]
+    loss = -(token_logp * resp[:, 1:]).sum()
     loss.backward()
     grads = [p.grad for p in policy.trainable_parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from stages.parsers import (
+from stages.method.parsers import (
     MAX_COMPLETION_CHARS,
     extract_answer,
     extract_blocks,

@@ -2,8 +2,8 @@
 
 import pytest
 
-from stages.parsers import parse_proposal, parse_solver
-from stages.prompts import Ref, proposer_prompt, solver_prompt
+from stages.method.parsers import parse_proposal, parse_solver
+from stages.method.prompts import Ref, proposer_prompt, solver_prompt
 
 IDENTITY = Ref(program="def f(a):\n    return a", inputs=['"Hello world"'], outputs=['"Hello world"'])
 SORTER = Ref(program="def f(xs):\n    return sorted(xs)[::-1]", inputs=["[3, 1, 2]"], outputs=["[3, 2, 1]"])
@@ -121,8 +121,8 @@ def test_prompts_stay_short():
 
 
 def test_proposer_turns_show_references_as_earlier_answers():
-    from stages.parsers import parse_proposal
-    from stages.prompts import proposer_turns
+    from stages.method.parsers import parse_proposal
+    from stages.method.prompts import proposer_turns
 
     refs = [Ref(program="def f(a):\n    return a + 1", inputs=["1"], outputs=["2"]),
             Ref(program="def f(s):\n    return s[::-1]", inputs=["'ab'"], outputs=["'ba'"])]
@@ -134,8 +134,8 @@ def test_proposer_turns_show_references_as_earlier_answers():
 
 
 def test_induction_turns_demonstrate_with_a_buffer_task():
-    from stages.parsers import parse_proposal
-    from stages.prompts import proposer_turns
+    from stages.method.parsers import parse_proposal
+    from stages.method.prompts import proposer_turns
 
     demo = Ref(program="def f(a):\n    return a", inputs=["1", "2", "3", "4"], outputs=["1", "2", "3", "4"],
                message="same")
@@ -147,8 +147,8 @@ def test_induction_turns_demonstrate_with_a_buffer_task():
 
 
 def test_solver_turns_work_an_example_then_ask():
-    from stages.parsers import parse_solver
-    from stages.prompts import solver_turns
+    from stages.method.parsers import parse_solver
+    from stages.method.prompts import solver_turns
 
     for t in ("deduction", "abduction", "induction"):
         kw = ({"inputs": ["1"], "outputs": ["2"], "message": "m"} if t == "induction"

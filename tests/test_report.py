@@ -54,7 +54,7 @@ def report_json(azr, *args) -> dict:
 
 
 def test_report_writes_every_figure_and_the_readme(azr, run_copy):
-    from stages.report import FIGURES
+    from stages.monitor.report import FIGURES
 
     write_eval(run_copy, "humaneval-io", None, 0.12)
     for n, score in ((1, 0.10), (2, 0.15)):
@@ -121,7 +121,7 @@ def test_report_on_a_missing_run_is_one_line(azr, tmp_path):
 
 
 def test_buffer_sizes_follow_the_cap(tmp_path):
-    from stages.report import RunData, buffer_sizes
+    from stages.monitor.report import RunData, buffer_sizes
 
     data = RunData(
         path=tmp_path, base_model="m", config_digest="d", buffer_cap=4, completed_iterations=3,
@@ -146,10 +146,10 @@ RECORDS = {  # stage -> (id field, count in an iteration of the tiny config)
 
 @pytest.mark.parametrize("stage", list(RECORDS))
 def test_inspect_json_and_table_for_each_stage(azr, tiny_run, stage):
-    from stages.records import RECORD_FILES
+    from stages.pipeline import STAGES
 
     id_field, count = RECORDS[stage]
-    filename = next(iter(RECORD_FILES[stage]))
+    filename = next(iter(STAGES[stage].records))
     lines = (tiny_run / "iters" / f"{ITERS:06d}" / stage / filename).read_text().splitlines()
     if count is not None:
         assert len(lines) == count
@@ -224,7 +224,7 @@ def test_table_shows_model_text_literally_and_verdicts():
     from rich.console import Console
 
     from azr_cli.report_cmds import records_table
-    from stages.records import Rollout, Task, Validation
+    from stages.rundir.records import Rollout, Task, Validation
 
     task = Task(task_id="t1", type="induction", program="def f(x):\n    return [x]", inputs=["1"], outputs=["[1]"])
     rows = [
@@ -250,7 +250,7 @@ def test_narrow_terminal_drops_the_prompt_before_the_completion():
     from rich.console import Console
 
     from azr_cli.report_cmds import records_table
-    from stages.records import Rollout
+    from stages.rundir.records import Rollout
 
     r = Rollout(rollout_id="000001-train-ded-000", task_id="seed-deduction-0", type="deduction",
                 purpose="train", prompt="PROMPT " * 30, completion="COMPLETION " * 30, format_ok=True)

@@ -4,9 +4,9 @@ import math
 
 import pytest
 
-from stages.config import RewardSection
-from stages.records import Scored
-from stages.rewards import group_stats, proposer_reward, solver_reward, trr_advantages
+from stages.config.schema import RewardSection
+from stages.method.rewards import group_stats, proposer_reward, solver_reward, trr_advantages
+from stages.rundir.records import Sample
 
 CFG = RewardSection()
 
@@ -95,9 +95,9 @@ def test_trr_advantages_per_type_and_role():
 
 def test_trr_advantages_accept_records_and_keep_order():
     rows = [
-        Scored(sample_id="a", role="solver", type="deduction", reward=1.0, advantage=0.0),
-        Scored(sample_id="b", role="proposer", type="deduction", reward=1.0, advantage=0.0),
-        Scored(sample_id="c", role="solver", type="deduction", reward=-1.0, advantage=0.0),
+        Sample(sample_id="a", role="solver", type="deduction", reward=1.0, advantage=0.0),
+        Sample(sample_id="b", role="proposer", type="deduction", reward=1.0, advantage=0.0),
+        Sample(sample_id="c", role="solver", type="deduction", reward=-1.0, advantage=0.0),
     ]
     adv = trr_advantages(rows)
     # the proposer is alone in its group; the two solvers are ±1 around their own mean

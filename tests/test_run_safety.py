@@ -13,8 +13,11 @@ import textwrap
 import pytest
 from conftest import REPO
 
-from stages.config import load_config
-from stages.rundir import STAGES, RunError, open_run, write_json
+from stages.config.layers import load_config
+from stages.errors import RunError
+from stages.pipeline import STAGES
+from stages.rundir.jsonl import write_json
+from stages.rundir.manifest import open_run
 from stages.seed import run as seed_run
 
 
@@ -30,7 +33,7 @@ def holder(tmp_path):
     run = seed_run(tmp_path / "r", load_config())
     proc = _child(f"""
         import os, time
-        from stages.rundir import open_run
+        from stages.rundir.manifest import open_run
         run = open_run({str(run.path)!r})[0]
         with run.writing():
             live = run.iter_dir(1) / f".propose.tmp-{{os.getpid()}}"
@@ -69,13 +72,12 @@ def test_a_killed_seed_leaves_nothing_that_blocks_a_rerun(tmp_path, azr):
     target = tmp_path / "r"
     proc = _child(f"""
         import os, signal
-        from stages import seed
-        from stages.config import load_config
+        from stages.config.layers import load_config
+        from stages.rundir.manifest import create_run
         def fill(run):
             (run.path / "buffer" / "seed.jsonl").write_text("half")
             os.kill(os.getpid(), signal.SIGKILL)
-        from stages import rundir
-        rundir.create_run({str(target)!r}, load_config(), fill=fill)
+        create_run({str(target)!r}, load_config(), fill=fill)
     """)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
@@ -93,7 +95,7 @@ class _Policy:
         self.die, self.fail = die, fail
 
     def save(self, folder):
-        folder.mkdir(parents=True)
+        folder.mkdir(parents=True, exist_ok=True)
         (folder / "adapter_model.safetensors").write_bytes(b"\0" * 100_000)
         if self.fail is not None:
             raise self.fail
@@ -107,7 +109,7 @@ def _session(policy):
 
     class S:
         optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))])
-        value_head = None
+        algorithm = None
 
     s = S()
     s.policy = policy
@@ -122,7 +124,7 @@ def test_a_kill_during_checkpoint_writing_leaves_no_litter_after_the_next_write(
         import sys
         sys.path.insert(0, {str(REPO / "tests")!r})
         from test_run_safety import _Policy, _session
-        from stages.rundir import open_run
+        from stages.rundir.manifest import open_run
         from stages.update import save_checkpoint
         run = open_run({str(run.path)!r})[0]
         save_checkpoint(run, 1, _session(_Policy(die=True)), {{}})
@@ -212,10 +214,12 @@ def test_non_finite_and_absurd_config_values_are_refused(tmp_path, azr):
 
 def test_a_non_finite_update_writes_no_checkpoint():
     import torch
-    from test_update_core import tiny_model
+    from test_training import tiny_model
 
-    from stages.config import UpdateSection
-    from stages.update_core import Sample, build_optimizer, update_step
+    from stages.config.schema import UpdateSection
+    from stages.training.batch import TokenSample
+    from stages.training.state import build_optimizer
+    from stages.training.step import update_step
 
     model = tiny_model()
     with torch.no_grad():
@@ -224,7 +228,7 @@ def test_a_non_finite_update_writes_no_checkpoint():
     cfg = UpdateSection(lr=1e-2)
     opt = build_optimizer(model.parameters(), cfg)
     with pytest.raises(FloatingPointError, match="not finite"):
-        update_step(model, [Sample([1, 2, 3], [4, 5], advantage=1.0)], cfg, opt)
+        update_step(model, [TokenSample([1, 2, 3], [4, 5], advantage=1.0)], cfg, opt)
     after = dict(model.named_parameters())
     assert all(torch.equal(torch.nan_to_num(after[n]), torch.nan_to_num(p)) for n, p in before.items())
     assert not opt.state  # no optimizer step was taken
@@ -264,7 +268,7 @@ def test_the_lock_is_reentrant_and_shared_within_a_process(tmp_path):
     with run.writing(), other.writing(), run.writing():
         pass
     proc = _child(f"""
-        from stages.rundir import open_run
+        from stages.rundir.manifest import open_run
         with open_run({str(run.path)!r})[0].writing():
             print("got it")
     """)

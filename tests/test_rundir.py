@@ -1,9 +1,11 @@
 import pytest
 
-from stages.buffer import cap_buffers, group_by_type, load_buffers, solver_batch
-from stages.config import load_config
-from stages.records import Task
-from stages.rundir import FORMAT_VERSION, RunError, create_run, open_run, read_jsonl, write_json, write_jsonl
+from stages.config.layers import load_config
+from stages.errors import RunError
+from stages.rundir.buffers import cap_buffers, group_by_type, load_buffers, solver_batch
+from stages.rundir.jsonl import read_jsonl, write_json, write_jsonl
+from stages.rundir.manifest import FORMAT_VERSION, create_run, open_run
+from stages.rundir.records import Task
 from stages.seed import seed_tasks
 
 

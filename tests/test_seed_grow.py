@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from conftest import TINY
 
 from stages import seed as seed_stage
-from stages.config import load_config
-from stages.records import Task
-from stages.rundir import read_jsonl
+from stages.config.layers import load_config
+from stages.rundir.jsonl import read_jsonl
+from stages.rundir.records import Task
 from stages.session import Session
 
 DED = "<think> sum </think>\n<answer>\n```python\ndef f(x):\n    # add them up\n    return sum(x)  # total\n```\n```input\n[1, 2, 3]\n```\n</answer>"

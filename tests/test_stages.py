@@ -9,9 +9,11 @@ from conftest import TINY
 
 from stages import propose, reward, solve, update, validate
 from stages import seed as seed_stage
-from stages.config import load_config
-from stages.records import Proposal, Rollout, Scored, Task, Validation
-from stages.rundir import RunError, open_run, read_jsonl
+from stages.config.layers import load_config
+from stages.errors import RunError
+from stages.rundir.jsonl import read_jsonl
+from stages.rundir.manifest import open_run
+from stages.rundir.records import Proposal, Rollout, Sample, StageSummary, Task, Validation
 from stages.session import Session
 
 GOOD_DED = "<think> double it </think>\n<answer>\n```python\ndef f(x):\n    return [v * 2 for v in x]\n```\n```input\n[1, 2, 3]\n```\n</answer>"
@@ -36,11 +38,11 @@ def session(tmp_path_factory, tiny_model):
 @pytest.fixture(scope="module")
 def proposed(session):
     """`session` with iteration 1's proposals written; the summary of that first propose run."""
-    return propose.run(session.run, 1, session.policy_for(1))
+    return propose.run(session.run, 1, session)
 
 
 def _proposal(i, typ, text, program=None):
-    from stages.parsers import parse_proposal
+    from stages.method.parsers import parse_proposal
 
     parsed = parse_proposal(text, typ, n_inputs=4)
     return Proposal(proposal_id=f"000001-{typ[:3]}-{i:03d}", iteration=1, type=typ, prompt="p", completion=text,
@@ -53,7 +55,7 @@ def test_propose_writes_b_per_type_and_refuses_a_second_run(session, proposed):
     run = session.run
     summary = proposed
     records = run.read(1, "propose", "proposals.jsonl", Proposal)
-    assert summary["count"] == len(records) == 3 * run.config.run.batch_size
+    assert summary.count == len(records) == 3 * run.config.run.batch_size
     assert {r.type for r in records} == {"deduction", "abduction", "induction"}
     assert all(r.prompt and r.completion_ids for r in records)
     assert all(r.reference_task_ids for r in records)
@@ -64,7 +66,7 @@ def test_propose_writes_b_per_type_and_refuses_a_second_run(session, proposed):
 def test_propose_force_with_same_seed_gives_same_records(session, proposed):
     run = session.run
     before = (run.stage_dir(1, "propose") / "proposals.jsonl").read_bytes()
-    propose.run(run, 1, session.policy_for(1), force=True)
+    propose.run(run, 1, session, force=True)
     assert (run.stage_dir(1, "propose") / "proposals.jsonl").read_bytes() == before
 
 
@@ -81,16 +83,16 @@ def handmade(tmp_path_factory, tiny_model):
         _proposal(0, "abduction", GOOD_ABD), _proposal(1, "abduction", NOISE),
         _proposal(0, "induction", GOOD_IND, program=squares), _proposal(1, "induction", NOISE, program=identity),
     ]
-    run.write_stage(1, "propose", {"proposals.jsonl": proposals}, {"metrics": {}})
+    run.write_stage(1, "propose", {"proposals.jsonl": proposals}, StageSummary())
     with Session(run) as s:
-        validate.run(run, 1, s.sandbox())
+        validate.run(run, 1, s)
         yield s
 
 
 @pytest.fixture(scope="module")
 def solved(handmade):
     """`handmade` with iteration 1's solve stage done; its summary."""
-    return solve.run(handmade.run, 1, handmade.policy_for(1), handmade.sandbox())
+    return solve.run(handmade.run, 1, handmade)
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +118,7 @@ def test_validate_keeps_valid_tasks_and_reasons(handmade):
 
 
 def test_buffer_grows_with_valid_tasks(handmade):
-    from stages.buffer import load_buffers
+    from stages.rundir.buffers import load_buffers
 
     sizes = {t: len(b) for t, b in load_buffers(handmade.run, 1).items()}
     assert sizes == {"deduction": 2, "abduction": 2, "induction": 2}
@@ -132,26 +134,26 @@ def test_solve_checks_every_answer(handmade, solved):
     assert len(learn) == 3 * cfg.solve.rollouts and len(train) == 3 * cfg.run.batch_size
     # new tasks come first in each type's training batch
     assert train[0].task_id == "t000001-ded-000"
-    assert summary["metrics"]["learnability/count"] == len(learn)
+    assert summary.metrics["learnability/count"] == len(learn)
     assert all(not r.correct for r in rollouts if not r.format_ok)
 
 
 def test_solver_answers_are_judged_by_value(handmade):
     """The checking path itself, with answers written by hand."""
-    from stages.solve import Job, check_answers
+    from stages.model.turns import Query
+    from stages.solve import judge_answers
 
     tasks = {t.task_id: t for t in handmade.run.read(1, "validate", "tasks.jsonl", Task)}
     ded, abd, ind = tasks["t000001-ded-000"], tasks["t000001-abd-000"], tasks["t000001-ind-000"]
-    jobs = [Job("a", ded, "train", []), Job("b", ded, "train", []), Job("c", abd, "train", []),
-            Job("d", ind, "train", []), Job("e", ind, "train", [])]
+    jobs = [Query(i, t.type, [], task=t, purpose="train") for i, t in zip("abcde", [ded, ded, abd, ind, ind], strict=True)]
     preds = ["[2,4,6]", "[2, 4, 7]", "'abc'", "def f(a):\n    return a ** 2", "def f(a):\n    return a + a"]
-    verdicts = check_answers(jobs, preds, handmade.sandbox(), handmade.run.config)
+    verdicts = judge_answers(jobs, preds, handmade.sandbox(), handmade.run.config)
     assert [v.correct for v in verdicts] == [True, False, True, True, False]
 
 
 def test_reward_then_update_writes_a_loadable_checkpoint(updated):
     run = updated.run
-    samples = run.read(1, "reward", "samples.jsonl", Scored)
+    samples = run.read(1, "reward", "samples.jsonl", Sample)
     props = [s for s in samples if s.role == "proposer"]
     assert {s.sample_id: s.reward for s in props}["000001-ded-001"] == -1.0
     ckpt = run.checkpoint_dir(1)
@@ -224,14 +226,14 @@ def test_propose_with_demonstrations(tmp_path, tiny_model):
     cfg = load_config(TINY, ["propose.demonstrations=true", "solve.demonstrations=true"])
     run = seed_stage.run(tmp_path / "run", cfg)
     with Session(run) as s:
-        propose.run(run, 1, s.policy_for(1))
+        propose.run(run, 1, s)
     records = run.read(1, "propose", "proposals.jsonl", Proposal)
     ded = next(r for r in records if r.type == "deduction")
     assert "[assistant]" in ded.prompt and "def f(a):\n    return a" in ded.prompt
 
 
 def test_tensorboard_events_are_written(tmp_path):
-    from stages.tracking import Tracker
+    from stages.monitor.tracking import Tracker
 
     run = seed_stage.run(tmp_path / "run", load_config(TINY, ["log.tensorboard=true"]))
     tracker = Tracker(run)
@@ -247,13 +249,13 @@ def test_ppo_iteration_trains_a_value_head(tmp_path, tiny_model):
     run = seed_stage.run(tmp_path / "run", load_config(TINY, ["update.algorithm=ppo"]))
     with Session(run) as s:
         loop.run(run, 1, s)
-        assert s.value_head is not None
+        assert s.algorithm.value_head is not None
     ckpt = run.checkpoint_dir(1)
     assert (ckpt / "value_head.safetensors").exists()
-    assert "value_loss" in run.summary(1, "update")["metrics"]
+    assert "value_loss" in run.summary(1, "update").metrics
     with Session(open_run(run.path)[0]) as fresh:  # the next iteration restores it
         fresh.trainer_for(2)
-        assert fresh.value_head is not None
+        assert fresh.algorithm.value_head is not None
 
 
 def test_prune_checkpoints_keeps_last_and_every(tmp_path):

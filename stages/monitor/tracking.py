@@ -8,7 +8,7 @@ import contextlib
 import warnings
 from typing import Any
 
-from stages.rundir import Run
+from stages.rundir.run import Run
 
 
 class Tracker:

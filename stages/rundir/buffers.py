@@ -9,9 +9,10 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from stages.config import TASK_TYPES
-from stages.records import Task, TaskType
-from stages.rundir import Run, read_jsonl
+from stages.method.tasks import TASK_TYPES, TaskType
+from stages.rundir.jsonl import read_jsonl
+from stages.rundir.records import Task
+from stages.rundir.run import Run
 
 Buffers = dict[TaskType, list[Task]]
 

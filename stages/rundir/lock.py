@@ -6,7 +6,7 @@ stale: a second writer stops at once with one line naming the holder's pid and c
 whoever holds the lock knows that every temporary folder it finds belongs to a dead process.
 Readers (`azr status`, `inspect`, `report`, `eval`) never take it.
 
-Within one process the lock is re-entrant and shared by every :class:`~stages.rundir.Run` object
+Within one process the lock is re-entrant and shared by every :class:`~stages.rundir.run.Run` object
 of the same directory (the loop, a stage and a checkpoint write nest their holds).
 """
 
@@ -20,13 +20,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from stages.errors import RunLocked
+
 LOCK_FILE = ".lock"
 
 _held: dict[str, list[int]] = {}  # realpath of the run -> [fd, depth] for this process
-
-
-class RunLocked(Exception):
-    """Another process is writing this run (one line: who)."""
 
 
 def holder(run_path: Path) -> str:

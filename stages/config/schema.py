@@ -1,35 +1,25 @@
-"""The one configuration model of a run, and how it is layered and validated.
-
-Layers, lowest first: field defaults < ``--config FILE.yaml`` < ``--set a.b=value`` (repeatable,
-values typed as YAML) < a few named CLI flags. The merged mapping is validated once. Every field
-has a docstring (shown by ``azr config show --docs``); defaults live here and nowhere else.
+"""The one configuration model of a run: its sections and fields, each with a docstring (shown by
+``azr config show --docs``). Defaults live here and nowhere else; how files, ``--set`` and flags
+are layered onto them is :mod:`stages.config.layers`.
 
 Fields marked *runtime* (device, dtype, micro-batch sizes, worker counts, logging) may be changed
 on an existing run; every other field changes what the run means and is refused on a run that
-already has a ``config.yaml`` (see :func:`meaning_changes`).
+already has a ``config.yaml`` (see :func:`stages.config.layers.meaning_changes`).
+
+Typed choices, not strings: the update's algorithm is a discriminated union (:class:`TRRConfig` |
+:class:`PPOConfig`), each carrying only its own fields.
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
-from pathlib import Path
-from typing import Any, Literal
+import typing
+from typing import Annotated, Any, Literal
 
 import orjson
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sandbox.config import SandboxConfig
-
-TaskType = Literal["deduction", "abduction", "induction"]
-TASK_TYPES: tuple[TaskType, ...] = ("deduction", "abduction", "induction")
-Role = Literal["proposer", "solver"]
-ROLES: tuple[Role, ...] = ("proposer", "solver")
-
-
-class ConfigError(Exception):
-    """A configuration problem the user can fix; the message is one line: what, why, how."""
 
 
 def _runtime(default: Any, **kw: Any) -> Any:
@@ -143,10 +133,45 @@ class RewardSection(Section):
     advantage_eps: float = Field(1e-6, gt=0, le=1.0)
     """epsilon in A = (r - mean) / (std + epsilon), per (type, role) batch."""
 
+    @property
+    def strict(self) -> bool:
+        """Whether a well-formatted response needs the <think>/<answer> tags (the paper's format)."""
+        return self.format == "strict"
+
+
+class TRRConfig(Section):
+    """Task-Relative REINFORCE++ (the paper): the reward stage's advantages, normalised within each
+    (task type, role) batch (six baselines), on every response token; no critic."""
+
+    name: Literal["trr++"] = "trr++"
+    """The algorithm: `trr++`."""
+
+
+class PPOConfig(Section):
+    """PPO: a learned value head (critic) on the policy's last hidden state, and GAE advantages
+    from the same rewards (each sequence's reward on its last token)."""
+
+    name: Literal["ppo"] = "ppo"
+    """The algorithm: `ppo`."""
+    value_lr: float = Field(1e-4, gt=0, le=1.0)
+    """Learning rate of the value head."""
+    value_coef: float = Field(0.5, ge=0, le=100.0)
+    """Weight of the value loss."""
+    gamma: float = Field(1.0, ge=0, le=1)
+    """Discount for GAE."""
+    lam: float = Field(0.95, ge=0, le=1)
+    """GAE lambda."""
+
+
+Algorithm = Annotated[TRRConfig | PPOConfig, Field(discriminator="name")]
+PPO_FIELDS = tuple(f for f in PPOConfig.model_fields if f != "name")
+
 
 class UpdateSection(Section):
-    algorithm: Literal["trr++", "ppo"] = "trr++"
-    """`trr++`: Task-Relative REINFORCE++ (six baselines, no critic); `ppo`: value head + GAE."""
+    algorithm: Algorithm = TRRConfig()
+    """`trr++` (Task-Relative REINFORCE++: six baselines, no critic) or `ppo` (value head + GAE,
+    with its own fields: `update.algorithm.value_lr`, `.value_coef`, `.gamma`, `.lam`).
+    `--set update.algorithm=ppo` picks one by name."""
     lr: float = Field(2e-5, gt=0, le=1.0)
     """Learning rate (constant). The paper's 1e-6 is for full fine-tuning; LoRA wants more."""
     optimizer: Literal["adamw", "adamw8bit"] = "adamw"
@@ -154,7 +179,7 @@ class UpdateSection(Section):
     weight_decay: float = Field(0.0, ge=0, le=1.0)
     """AdamW weight decay."""
     clip_ratio: float = Field(0.2, gt=0, le=1.0)
-    """PPO surrogate ratio clip."""
+    """PPO surrogate ratio clip (both algorithms use the clipped surrogate)."""
     entropy_coef: float = Field(0.001, ge=0, le=1.0)
     """Entropy bonus coefficient."""
     kl_coef: float = Field(0.0, ge=0, le=100.0)
@@ -163,14 +188,15 @@ class UpdateSection(Section):
     """Gradient-norm clip."""
     ppo_epochs: int = Field(1, ge=1)
     """Optimizer steps per iteration over the same batch (paper: 1)."""
-    value_lr: float = Field(1e-4, gt=0, le=1.0)
-    """Learning rate of the PPO value head."""
-    value_coef: float = Field(0.5, ge=0, le=100.0)
-    """Weight of the value loss (PPO)."""
-    gamma: float = Field(1.0, ge=0, le=1)
-    """Discount for GAE (PPO)."""
-    lam: float = Field(0.95, ge=0, le=1)
-    """GAE lambda (PPO)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _algorithm_by_name(cls, data: Any) -> Any:
+        """`algorithm: ppo` (a bare name) means that algorithm with its defaults."""
+        if isinstance(data, dict) and isinstance(data.get("algorithm"), str):
+            data = {**data, "algorithm": {"name": data["algorithm"]}}
+        return data
+
     micro_batch_size: int = _runtime(4, ge=1)
     """Samples per forward/backward pass; gradients accumulate to one step per iteration."""
     logprob_chunk: int = _runtime(128, ge=0)
@@ -226,7 +252,7 @@ class Config(Section):
         return hashlib.sha256(orjson.dumps(flat, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 
-# ----------------------------------------------------------------------------- helpers (pure)
+# ----------------------------------------------------------------------------- the schema's keys
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -240,23 +266,39 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _sections() -> dict[str, type[BaseModel]]:
+def config_sections() -> dict[str, type[BaseModel]]:
     out: dict[str, type[BaseModel]] = {}
     for name, field in Config.model_fields.items():
         out[field.alias or name] = field.annotation  # type: ignore[assignment]
     return out
 
 
+def nested_models(annotation: Any) -> list[type[BaseModel]]:
+    """The models a field holds: its own type, or every variant of a (discriminated) union."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in nested_models(arg)]
+
+
+def _fields() -> dict[str, Any]:
+    """Every key SECTION.FIELD (and SECTION.FIELD.SUB for a field holding models) -> its FieldInfo."""
+    out: dict[str, Any] = {}
+    for sec, model in config_sections().items():
+        for name, field in model.model_fields.items():
+            out[f"{sec}.{name}"] = field
+            for sub_model in nested_models(field.annotation):
+                for sub, sub_field in sub_model.model_fields.items():
+                    out.setdefault(f"{sec}.{name}.{sub}", sub_field)
+    return out
+
+
 def known_keys() -> list[str]:
-    keys = []
-    for sec, model in _sections().items():
-        keys.extend(f"{sec}.{f}" for f in model.model_fields)
-    return keys
+    return list(_fields())
 
 
 def runtime_fields() -> set[str]:
     out = set()
-    for sec, model in _sections().items():
+    for sec, model in config_sections().items():
         for name, field in model.model_fields.items():
             extra = field.json_schema_extra
             if isinstance(extra, dict) and extra.get("runtime"):
@@ -267,161 +309,4 @@ def runtime_fields() -> set[str]:
 
 
 def field_docs() -> dict[str, str]:
-    docs = {}
-    for sec, model in _sections().items():
-        for name, field in model.model_fields.items():
-            docs[f"{sec}.{name}"] = " ".join((field.description or "").split())
-    return docs
-
-
-def _did_you_mean(key: str) -> str:
-    close = difflib.get_close_matches(key, known_keys(), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def check_keys(data: dict[str, Any], origin: str) -> None:
-    """Refuse unknown sections/keys with a message that names them (before pydantic sees them)."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{origin}: the config must be a mapping of sections, got {type(data).__name__}")
-    sections = _sections()
-    for sec, body in data.items():
-        if sec not in sections:
-            name = f"{sec}.{next(iter(body))}" if isinstance(body, dict) and body else str(sec)
-            raise ConfigError(
-                f"{origin}: unknown config key '{name}'{_did_you_mean(name)}: no section '{sec}'; "
-                f"sections are: {', '.join(sections)}"
-            )
-        if not isinstance(body, dict):
-            raise ConfigError(f"{origin}: section '{sec}' must be a mapping of keys, got {body!r}")
-        for key in body:
-            if key not in sections[sec].model_fields:
-                full = f"{sec}.{key}"
-                raise ConfigError(
-                    f"{origin}: unknown config key '{full}'{_did_you_mean(full)}; "
-                    f"see `azr config show --docs` for the keys"
-                )
-
-
-def parse_set(item: str) -> tuple[list[str], Any]:
-    """`a.b=value` -> (['a', 'b'], value typed as YAML)."""
-    if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set run.batch_size=8")
-    key, raw = item.split("=", 1)
-    parts = [p for p in key.strip().split(".") if p]
-    if len(parts) != 2:
-        raise ConfigError(f"--set {item!r}: the key must be SECTION.FIELD, e.g. model.adapter")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return parts, value
-
-
-def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = v
-    return out
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """safe_load that refuses a key given twice in one mapping (YAML keeps the last one silently)."""
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (line {key_node.start_mark.line + 1})", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def load_yaml(text: str) -> Any:
-    """YAML with the safe loader, duplicate keys refused."""
-    return yaml.load(text, Loader=_UniqueKeyLoader)
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        raise ConfigError(f"config file {path} does not exist; configs/ holds the shipped ones")
-    try:
-        data = load_yaml(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        line = getattr(getattr(e, "problem_mark", None), "line", None)
-        where = f":{line + 1}" if line is not None else ""
-        raise ConfigError(f"{path}{where}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the config must be a mapping of sections")
-    return data
-
-
-def overrides_from(sets: list[str] | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in sets or []:
-        (sec, key), value = parse_set(item)
-        out.setdefault(sec, {})[key] = value
-    check_keys(out, "--set")
-    return out
-
-
-def build_config(layers: list[tuple[str, dict[str, Any]]]) -> Config:
-    """Merge (origin, mapping) layers in order and validate once."""
-    merged: dict[str, Any] = {}
-    for origin, data in layers:
-        check_keys(data, origin)
-        merged = deep_merge(merged, data)
-    try:
-        return Config.model_validate(merged)
-    except ValidationError as e:
-        raise ConfigError(_explain(e)) from None
-
-
-def _explain(e: ValidationError) -> str:
-    err = e.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
-    got = err.get("input")
-    got_s = "" if isinstance(got, dict) else f" (got {got!r})"
-    more = f" [+{len(e.errors()) - 1} more]" if len(e.errors()) > 1 else ""
-    fix = f"; fix it in the config file or with --set {loc}=..." if loc.count(".") == 1 else ""
-    return f"invalid config: {loc}: {err['msg']}{got_s}{fix}{more}"
-
-
-def load_config(
-    config_file: Path | None = None,
-    sets: list[str] | None = None,
-    flags: dict[str, Any] | None = None,
-    base: dict[str, Any] | None = None,
-) -> Config:
-    """The full layering. `base` (a run's saved config) replaces the field defaults when given."""
-    layers: list[tuple[str, dict[str, Any]]] = []
-    if base is not None:
-        layers.append(("config.yaml", base))
-    if config_file is not None:
-        layers.append((str(config_file), read_yaml(Path(config_file))))
-    layers.append(("--set", overrides_from(sets)))
-    if flags:
-        layers.append(("flags", {s: v for s, v in flags.items() if v}))
-    return build_config(layers)
-
-
-def meaning_changes(saved: Config, new: Config) -> list[str]:
-    """Keys whose values differ and that are not runtime-only."""
-    a, b = flatten(saved.to_dict()), flatten(new.to_dict())
-    rt = runtime_fields()
-    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in rt)
-
-
-def runtime_changes(saved: Config, new: Config) -> dict[str, Any]:
-    a, b = flatten(saved.to_dict()), flatten(new.to_dict())
-    rt = runtime_fields()
-    return {k: b.get(k) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k in rt}
-
-
-def to_yaml(cfg: Config) -> str:
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    return {key: " ".join((field.description or "").split()) for key, field in _fields().items()}

@@ -5,12 +5,11 @@ Later stages join earlier records by id (task_id, proposal_id, rollout_id), neve
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-TaskType = Literal["deduction", "abduction", "induction"]
-Role = Literal["proposer", "solver"]
+from stages.method.tasks import Purpose, Role, TaskType
 
 
 class Record(BaseModel):
@@ -69,7 +68,7 @@ class Rollout(Record):
     rollout_id: str
     task_id: str
     type: TaskType
-    purpose: Literal["learnability", "train"]
+    purpose: Purpose
     """`learnability`: one of n rollouts on a new task to estimate its solve rate;
     `train`: a member of the solver's training batch."""
     prompt: str
@@ -87,8 +86,9 @@ class Rollout(Record):
     completion_ids: list[int] = []
 
 
-class Scored(Record):
-    """A training sample of the update: one response of one role, with its reward and advantage."""
+class Sample(Record):
+    """A training sample of the update (``samples.jsonl``): one response of one role, with its
+    reward and advantage. The update joins it by id with the response's tokens."""
 
     sample_id: str
     """The proposal_id or rollout_id it scores."""
@@ -103,11 +103,14 @@ class Scored(Record):
     correct: bool | None = None
 
 
-RECORD_FILES: dict[str, dict[str, type[Record]]] = {
-    "propose": {"proposals.jsonl": Proposal},
-    "validate": {"validations.jsonl": Validation, "tasks.jsonl": Task},
-    "solve": {"rollouts.jsonl": Rollout},
-    "reward": {"samples.jsonl": Scored},
-    "update": {},
-}
-"""Which record files each stage writes, and their schema (used by readers and `azr inspect`)."""
+class StageSummary(Record):
+    """What a stage reports, and writes as its ``summary.json``."""
+
+    count: int = 0
+    """Records written (proposals, validations, rollouts, samples; the update's samples)."""
+    metrics: dict[str, Any] = {}
+    """Scalars for metrics.jsonl, TensorBoard and the report (``seconds`` is the stage's wall time)."""
+    reasons: dict[str, int] = {}
+    """Validation: rejections per reason."""
+    overrides: dict[str, Any] = {}
+    """Runtime config fields overridden for this invocation."""

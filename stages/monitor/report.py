@@ -11,18 +11,21 @@ that no longer apply are removed. Only completed stages are read (the folder is 
 from __future__ import annotations
 
 import math
-import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stages.config import ROLES, TASK_TYPES
-from stages.records import Task
-from stages.rundir import STAGES, Run, RunError, read_json, read_jsonl
+from stages.errors import RunError
+from stages.method.tasks import ROLES, TASK_TYPES
+from stages.pipeline import STAGE_NAMES
+from stages.rundir.atomic import atomic_file
+from stages.rundir.jsonl import read_json, read_jsonl
+from stages.rundir.records import Task
+from stages.rundir.run import Run
 
-GENERATING_STAGES = ("propose", "solve")
+GENERATING_STAGE_NAMES = ("propose", "solve")
 
 
 @dataclass
@@ -72,13 +75,13 @@ def collect(run: Run) -> RunData:
     metrics: dict[int, dict[str, dict[str, Any]]] = {}
     reasons: dict[int, dict[str, int]] = {}
     for n in run.iterations():
-        for stage in STAGES:
+        for stage in STAGE_NAMES:
             if not run.is_done(n, stage):
                 continue
             summ = run.summary(n, stage)
-            metrics.setdefault(n, {})[stage] = summ.get("metrics", {})
+            metrics.setdefault(n, {})[stage] = summ.metrics
             if stage == "validate":
-                reasons[n] = dict(summ.get("reasons", {}))
+                reasons[n] = dict(summ.reasons)
     seeds = read_jsonl(run.seed_file, Task) if run.seed_file.exists() else []
     data = RunData(
         path=run.path,
@@ -231,7 +234,7 @@ def plot_buffers(data: RunData) -> Any | None:
 def plot_throughput(data: RunData) -> Any | None:
     fig, (ax,) = _figure(1, "generation throughput")
     drawn = False
-    for stage in GENERATING_STAGES:
+    for stage in GENERATING_STAGE_NAMES:
         drawn |= _lines(ax, data, stage, {stage: "tokens_per_s"})
     _finish(ax, "tokens / s")
     return fig if drawn else _discard(fig)
@@ -254,7 +257,7 @@ def plot_time(data: RunData) -> Any | None:
         return None
     fig, (ax,) = _figure(1, "wall time per stage")
     bottom = [0.0] * len(iters)
-    for stage in STAGES:
+    for stage in STAGE_NAMES:
         secs = [float(data.metrics[n].get(stage, {}).get("seconds", 0.0)) for n in iters]
         ax.bar(iters, secs, bottom=bottom, label=stage)
         bottom = [b + s for b, s in zip(bottom, secs, strict=True)]
@@ -310,7 +313,7 @@ def key_metrics(data: RunData) -> list[tuple[str, str, str]]:
     keys += [("solve", f"train/accuracy/{t}", f"solver accuracy {t}") for t in TASK_TYPES]
     keys += [("reward", f"reward/{r}/{t}", f"reward {r} {t}") for r in ROLES for t in TASK_TYPES]
     keys += [("update", "loss", "loss"), ("update", "grad_norm", "grad norm"), ("update", "entropy", "entropy")]
-    keys += [(s, "tokens_per_s", f"{s} tokens/s") for s in GENERATING_STAGES]
+    keys += [(s, "tokens_per_s", f"{s} tokens/s") for s in GENERATING_STAGE_NAMES]
     rows = []
     for stage, key, label in keys:
         xs, ys = data.series(stage, key)
@@ -408,9 +411,5 @@ def _save_figure(fig: Any, target: Path) -> None:
 
 
 def _replace(target: Path, write: Callable[[Path], Any]) -> None:
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_file(target) as tmp:
         write(tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)

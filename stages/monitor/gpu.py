@@ -68,7 +68,7 @@ def disk_check(runs_dir: Path, min_free_gib: float = MIN_FREE_GIB) -> GpuCheck:
 
 
 def cache_checks() -> list[GpuCheck]:
-    from stages.builtin_models import cache_dir
+    from stages.model.builtins import cache_dir
 
     out = []
     azr = cache_dir() / "models"

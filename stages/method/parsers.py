@@ -53,16 +53,12 @@ import re
 import textwrap
 import tokenize
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # stages.config is imported for types only, never at run time here
-    from stages.config import Role, TaskType
+from stages.method.tasks import ROLES, Role, TaskType, check_type
 
 MAX_COMPLETION_CHARS = 64 * 1024
 """Characters of a completion looked at (its tail); a longer completion is a format error."""
 
-_TASK_TYPES = ("deduction", "abduction", "induction")
-_ROLES = ("proposer", "solver")
 _BLOCK_KINDS = ("python", "input", "output", "message")
 _TAG_ALIASES = {"py": "python", "python3": "python", "py3": "python"}
 
@@ -243,10 +239,9 @@ def _needs(role: str, task_type: str) -> tuple[str, ...]:
 
 
 def _check(role: str, task_type: str) -> None:
-    if role not in _ROLES:
-        raise ValueError(f"unknown role {role!r}: expected one of {', '.join(_ROLES)}")
-    if task_type not in _TASK_TYPES:
-        raise ValueError(f"unknown task type {task_type!r}: expected one of {', '.join(_TASK_TYPES)}")
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}: expected one of {', '.join(ROLES)}")
+    check_type(task_type)
 
 
 def _judge(

@@ -1,4 +1,5 @@
-"""Rewards of both roles and the Task-Relative REINFORCE++ (TRR++) advantages (METHOD.md, Rewards).
+"""Rewards of both roles and the Task-Relative REINFORCE++ (TRR++) advantages (arXiv 2505.03335:
+the proposer's learnability reward, the solver's accuracy reward, Task-Relative REINFORCE++).
 
 Pure functions over plain values: the reward stage reads records, calls these, writes records.
 
@@ -21,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from stages.config import RewardSection
+    from stages.config.schema import RewardSection
 
 
 def solver_reward(format_ok: bool, correct: bool, cfg: RewardSection) -> float:

@@ -1,4 +1,5 @@
-"""The user-message text of the six (task type, role) prompts, written from METHOD.md.
+"""The user-message text of the six (task type, role) prompts, written from the paper's method
+(arXiv 2505.03335, the proposer and solver of each task type).
 
 Each function returns plain text; wrapping it in a chat template (or not) is the model service's
 job. Every prompt asks for reasoning then an answer, ``<think> … </think> <answer> … </answer>``,
@@ -14,12 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # stages.config is imported for types only, never at run time here
-    from stages.config import TaskType
-
-_TASK_TYPES = ("deduction", "abduction", "induction")
+from stages.method.tasks import TaskType, check_type
 
 
 @dataclass(frozen=True)
@@ -57,11 +54,6 @@ _THINK_FIRST = (
 
 def _fence(kind: str, body: str) -> str:
     return f"```{kind}\n{body.strip()}\n```"
-
-
-def _check_type(task_type: str) -> None:
-    if task_type not in _TASK_TYPES:
-        raise ValueError(f"unknown task type {task_type!r}: expected one of {', '.join(_TASK_TYPES)}")
 
 
 def _show_ref(number: int, ref: Ref) -> str:
@@ -113,7 +105,7 @@ def proposer_prompt(task_type: TaskType, references: Sequence[Ref], n_inputs: in
     exactly one program (from the deduction ∪ abduction buffers); the proposer must give
     ``n_inputs`` inputs and a message.
     """
-    _check_type(task_type)
+    check_type(task_type)
     if task_type == "induction":
         if len(references) != 1:
             raise ValueError(f"an induction proposal shows exactly one program, got {len(references)}")
@@ -188,7 +180,7 @@ def solver_prompt(
     ``program`` and ``outputs[0]`` are shown, an input is asked. induction: the shown
     ``inputs``/``outputs`` pairs and ``message`` are shown, the program is asked.
     """
-    _check_type(task_type)
+    check_type(task_type)
     if task_type == "deduction":
         _require(task_type, program=program, input=inputs)
         return _deduction_solver_prompt(program, inputs[0])
@@ -284,7 +276,7 @@ def _answer(think: str, *blocks: tuple[str, str]) -> str:
 
 def demo_answer(task_type: TaskType, role: str, ref: Ref, n_inputs: int = 10) -> str:
     """A well-formatted answer of ``role`` for the task ``ref`` (used as a demonstration)."""
-    _check_type(task_type)
+    check_type(task_type)
     if role == "proposer":
         if task_type == "induction":
             inputs = [("input", x) for x in ref.inputs[:n_inputs]]
@@ -303,7 +295,7 @@ def proposer_turns(task_type: TaskType, references: Sequence[Ref], n_inputs: int
     """The proposer's prompt as chat turns. deduction/abduction: the instructions, then each
     reference as an earlier answer. induction: ``references[0]`` is the program to give inputs
     for; ``demo`` (an induction task from the buffer) is shown first as a worked exchange."""
-    _check_type(task_type)
+    check_type(task_type)
     if task_type == "induction":
         final = proposer_prompt(task_type, references, n_inputs)
         if demo is None or len(demo.inputs) < n_inputs or not demo.message:

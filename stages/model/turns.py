@@ -1,11 +1,34 @@
-"""Rendering a prompt of one or more chat turns into the text the model is given."""
+"""Prompts as chat turns: rendered into the text the policy is given, generated for in one call,
+and the record fields every generated response carries."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from stages.prompts import Turn
+from stages.method.prompts import Turn, show_turns
+from stages.method.tasks import Purpose, TaskType
+from stages.rundir.records import Task
+
+
+@dataclass(frozen=True)
+class Query:
+    """One prompt to generate a response for: the id its record will carry, the task type, the
+    prompt's turns, and what the response is about: the reference tasks the proposer was shown, or
+    the task the solver must solve and why (learnability or train)."""
+
+    id: str
+    type: TaskType
+    turns: list[Turn]
+    references: list[Task] = field(default_factory=list)
+    task: Task | None = None
+    purpose: Purpose | None = None
+
+    @property
+    def prompt(self) -> str:
+        """The prompt as readable text, for records and `azr inspect`."""
+        return show_turns(self.turns)
 
 
 def render(policy: Any, turns: Sequence[Turn]) -> str:
@@ -19,12 +42,12 @@ def render(policy: Any, turns: Sequence[Turn]) -> str:
     return "".join(f"{role.capitalize()}: {text}\n\n" for role, text in turns) + "Assistant:"
 
 
-def generate(policy: Any, prompts: Sequence[Sequence[Turn]], gen: Any, seed: int,
+def generate(policy: Any, queries: Sequence[Query], gen: Any, seed: int,
              progress: Callable[[int, int], None] | None = None) -> Any:
-    """Complete every prompt (a list of turns) with a role's generation settings
-    (`propose` or `solve` section of the config)."""
+    """Complete every query's turns with a role's generation settings (the `propose` or `solve`
+    section of the config); completions in the queries' order."""
     return policy.generate(
-        [render(policy, turns) for turns in prompts], max_new_tokens=gen.max_new_tokens,
+        [render(policy, q.turns) for q in queries], max_new_tokens=gen.max_new_tokens,
         temperature=gen.temperature, top_p=gen.top_p, seed=seed, batch_size=gen.generation_batch_size,
         progress=progress,
     )

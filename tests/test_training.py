@@ -1,4 +1,4 @@
-"""The update math on a tiny random Qwen2 with LoRA: no tokenizer, no download."""
+"""The update's training maths on a tiny random Qwen2 with LoRA: no tokenizer, no download."""
 
 import itertools
 import math
@@ -12,22 +12,14 @@ torch = pytest.importorskip("torch")
 peft = pytest.importorskip("peft")
 transformers = pytest.importorskip("transformers")
 
-from stages.config import UpdateSection  # noqa: E402
-from stages.update_core import (  # noqa: E402
-    Sample,
-    _body_checkpointed,
-    build_optimizer,
-    clipped_surrogate,
-    gae,
-    kl_k3,
-    last_token_rewards,
-    load_training_state,
-    make_value_head,
-    pad_batch,
-    save_training_state,
-    token_logprobs,
-    update_step,
-)
+from stages.config.schema import UpdateSection  # noqa: E402
+from stages.training.algorithms import make_algorithm  # noqa: E402
+from stages.training.batch import TokenSample as Sample  # noqa: E402
+from stages.training.batch import pad_batch  # noqa: E402
+from stages.training.logprobs import body_checkpointed, token_logprobs  # noqa: E402
+from stages.training.losses import clipped_surrogate, gae, kl_k3, last_token_rewards  # noqa: E402
+from stages.training.state import build_optimizer, load_training_state, save_training_state  # noqa: E402
+from stages.training.step import update_step  # noqa: E402
 
 VOCAB = 300
 PAD = 0
@@ -240,16 +232,16 @@ def test_ppo_epochs_take_several_steps_and_clip():
 
 def test_ppo_value_head_trains():
     model = tiny_model()
-    head = make_value_head(model)
-    cfg = ucfg(algorithm="ppo", value_lr=5e-2, lr=1e-3)
-    opt = build_optimizer(model.parameters(), cfg, value_head=head)
+    cfg = ucfg(algorithm={"name": "ppo", "value_lr": 5e-2}, lr=1e-3)
+    ppo = make_algorithm(cfg, model)
+    opt = build_optimizer(model.parameters(), cfg, ppo)
     batch = make_batch()
-    losses = [update_step(model, batch, cfg, opt, value_head=head, pad_id=PAD).value_loss for _ in range(6)]
+    losses = [update_step(model, batch, cfg, opt, ppo, pad_id=PAD).value_loss for _ in range(6)]
     assert losses[-1] < losses[0] * 0.7, losses
     with pytest.raises(ValueError, match="value head"):
         update_step(model, batch, cfg, opt, pad_id=PAD)
     with pytest.raises(ValueError, match="not in the optimizer"):
-        update_step(model, batch, cfg, build_optimizer(model.parameters(), cfg), value_head=head, pad_id=PAD)
+        update_step(model, batch, cfg, build_optimizer(model.parameters(), cfg), ppo, pad_id=PAD)
 
 
 def test_adamw8bit_steps_on_cpu():
@@ -270,17 +262,17 @@ def test_resume_from_saved_state_is_exact(tmp_path, algorithm):
 
     def fresh():
         model = tiny_model()
-        head = make_value_head(model) if algorithm == "ppo" else None
-        return model, head, build_optimizer(model.parameters(), cfg, value_head=head)
+        algo = make_algorithm(cfg, model)
+        return model, algo, build_optimizer(model.parameters(), cfg, algo)
 
     # uninterrupted: two iterations, then the next random draws
     model, head, opt = fresh()
     rng = random.Random(7)
-    update_step(model, batches[0], cfg, opt, value_head=head, pad_id=PAD)
+    update_step(model, batches[0], cfg, opt, head, pad_id=PAD)
     adapter = lora_params(model)
     save_training_state(tmp_path, opt, head, rng)
     rng.random()
-    update_step(model, batches[1], cfg, opt, value_head=head, pad_id=PAD)
+    update_step(model, batches[1], cfg, opt, head, pad_id=PAD)
     expected = (lora_params(model), torch.rand(3), random.random(), rng.random())
 
     # resumed: a fresh process state, the adapter and the training state loaded
@@ -294,7 +286,7 @@ def test_resume_from_saved_state_is_exact(tmp_path, algorithm):
                 p.copy_(adapter[name])
     load_training_state(tmp_path, opt, head, rng)
     rng.random()
-    update_step(model, batches[1], cfg, opt, value_head=head, pad_id=PAD)
+    update_step(model, batches[1], cfg, opt, head, pad_id=PAD)
     got = (lora_params(model), torch.rand(3), random.random(), rng.random())
 
     for name, p in expected[0].items():
@@ -310,7 +302,7 @@ def test_body_gradient_checkpointing_gives_the_same_update():
         model = tiny_model(dtype=torch.float64)
         cfg = ucfg(gradient_checkpointing=gc)
         update_step(model, batch, cfg, build_optimizer(model.parameters(), cfg), pad_id=PAD)
-        assert _body_checkpointed(model) == gc
+        assert body_checkpointed(model) == gc
         params.append(lora_params(model))
     for name, p in params[0].items():
         torch.testing.assert_close(params[1][name], p, **F64)

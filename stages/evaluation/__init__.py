@@ -1,0 +1,1 @@
+"""Held-out evaluation: suites (HumanEval and what derives from it, local files), scoring, runs."""

@@ -1,0 +1,1 @@
+"""The paper's logic, pure: task kinds and ids, prompts, parsers, rewards and TRR++ advantages."""

@@ -1,0 +1,250 @@
+"""The policy: a model and its tokenizer, and what the stages ask of it: prompts wrapped for it,
+completions generated, its trainable parameters, its reference model, saving it.
+
+The policy of iteration N is the base model plus the checkpoint that iteration N-1 saved (a peft
+adapter, or full weights for ``adapter: full``); iteration 1 starts from the base model. One
+:class:`Policy` object serves every stage of an iteration: generation here, token log-probs in the
+update stage (which reads ``policy.model`` / ``policy.tokenizer`` and the sequences
+``prompt_ids + token_ids`` that :meth:`Policy.generate` returns).
+
+Generation is batched with left padding; prompts are sorted by length inside a call (less
+padding) and returned in input order. Sampling is seeded per batch, so the same seed, inputs and
+``batch_size`` give the same completions on CPU (GPU kernels are not bitwise deterministic).
+A completion ends at EOS or right after the first stop string; its ``token_ids`` are exactly the
+sampled tokens up to that point (the last one may run a few characters past the stop string, which
+``text`` leaves out), never padding.
+
+Heavy imports (torch, transformers, peft, bitsandbytes) happen inside functions, so importing this
+module stays cheap for the CLI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from stages.errors import ModelError
+from stages.model import loading
+from stages.model.adapters import ADAPTERS, AdapterKind
+from stages.model.generation import (
+    Completion,
+    GenerationResult,
+    as_list,
+    batch_seed,
+    generate_batch,
+    static_generation_supported,
+)
+from stages.model.names import pick_device, pick_dtype, resolve_model
+
+if TYPE_CHECKING:
+    import torch
+
+    from stages.config.schema import ModelSection
+
+DEFAULT_STOP: tuple[str, ...] = ("</answer>",)
+
+
+@dataclass
+class Policy:
+    model: Any
+    """The torch module: a peft model for lora/qlora, the plain causal LM for full."""
+    tokenizer: Any
+    device: torch.device
+    kind: AdapterKind
+    """What is trained (LoRA, QLoRA, full weights): it saves, merges and gives the reference."""
+    base_path: str
+    prompt_format: str = "auto"
+    compile_generation: bool = False
+    frozen_reference: Any = None
+    """Full fine-tuning with a KL penalty: the frozen base, loaded once (see Full.reference)."""
+    _stop_criteria: dict[tuple[str, ...], Any] = field(default_factory=dict)
+
+    # --------------------------------------------------------------------- prompts
+
+    @property
+    def uses_chat_template(self) -> bool:
+        if self.prompt_format == "plain":
+            return False
+        if self.prompt_format == "chat":
+            return True
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def wrap(self, user_text: str) -> str:
+        """The text the model is given for a user message: chat template or plain text."""
+        if not self.uses_chat_template:
+            return user_text
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ModelError(
+                "model.prompt_format is 'chat' but the tokenizer has no chat template; "
+                "use --set model.prompt_format=plain (or auto)"
+            )
+        return self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": user_text}], tokenize=False, add_generation_prompt=True
+        )
+
+    def encode(self, text: str) -> list[int]:
+        ids = list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
+        bos = self.tokenizer.bos_token_id
+        # A chat template may already start with BOS; don't let the tokenizer add a second one.
+        if bos is not None and len(ids) >= 2 and ids[0] == bos and ids[1] == bos:
+            ids = ids[1:]
+        if not ids:  # an empty plain prompt: start from a document boundary
+            start = bos if bos is not None else self.tokenizer.eos_token_id
+            ids = [start] if start is not None else [0]
+        return ids
+
+    # --------------------------------------------------------------------- generation
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        *,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int,
+        batch_size: int,
+        stop: Sequence[str] | None = DEFAULT_STOP,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> GenerationResult:
+        """Complete every prompt (already wrapped, see :meth:`wrap`); results in input order."""
+        import torch
+
+        if batch_size < 1 or max_new_tokens < 1:
+            raise ValueError(
+                f"batch_size and max_new_tokens must be >= 1 (got {batch_size}, {max_new_tokens})"
+            )
+        stop = tuple(s for s in (stop or ()) if s)
+        encoded = [self.encode(p) for p in prompts]
+        order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), i))
+        config = self._generation_config(max_new_tokens, temperature, top_p)
+        eos_ids = as_list(config.eos_token_id)
+        out: list[Completion | None] = [None] * len(encoded)
+
+        was_training = self.model.training
+        self.model.eval()
+        start = time.perf_counter()
+        try:
+            with torch.no_grad():
+                for b, first in enumerate(range(0, len(order), batch_size)):
+                    idx = order[first : first + batch_size]
+                    rows = generate_batch(
+                        self.model,
+                        [encoded[i] for i in idx],
+                        config=config,
+                        pad_id=config.pad_token_id,
+                        eos_ids=eos_ids,
+                        stop_criteria=self._stop_criterion(stop),
+                        seed=batch_seed(seed, b),
+                        device=self.device,
+                        static_cache=self.compile_generation
+                        and self.device.type == "cuda"
+                        and static_generation_supported(self.model),
+                    )
+                    for i, (ids, finish) in zip(idx, rows, strict=True):
+                        out[i] = self._completion(encoded[i], ids, finish, stop)
+                    if progress is not None:
+                        progress(first + len(idx), len(order))
+        finally:
+            self.model.train(was_training)
+        return GenerationResult([c for c in out if c is not None], time.perf_counter() - start)
+
+    def _generation_config(self, max_new_tokens: int, temperature: float, top_p: float) -> Any:
+        from transformers import GenerationConfig
+
+        eos = as_list(getattr(self._base_generation_config(), "eos_token_id", None))
+        if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in eos:
+            eos.append(self.tokenizer.eos_token_id)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos[0]
+        sample = temperature > 0
+        # transformers fills every field left None from the checkpoint's generation_config, then
+        # from its global defaults (top_k=50): set every field that shapes the distribution, so
+        # the policy samples from its plain softmax, which the RL update assumes.
+        return GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            do_sample=sample,
+            temperature=temperature if sample else None,
+            top_p=top_p if sample else None,
+            top_k=0 if sample else None,
+            min_p=None,
+            typical_p=1.0,
+            repetition_penalty=1.0,
+            no_repeat_ngram_size=0,
+            eos_token_id=eos,
+            pad_token_id=pad,
+        )
+
+    def _base_generation_config(self) -> Any:
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        return getattr(base, "generation_config", None)
+
+    def _stop_criterion(self, stop: tuple[str, ...]) -> Any:
+        if not stop:
+            return None
+        if stop not in self._stop_criteria:
+            from transformers import StopStringCriteria
+
+            self._stop_criteria[stop] = StopStringCriteria(tokenizer=self.tokenizer, stop_strings=list(stop))
+        return self._stop_criteria[stop]
+
+    def _completion(
+        self, prompt_ids: list[int], ids: list[int], finish: str, stop: tuple[str, ...]
+    ) -> Completion:
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        if finish == "stop":
+            hits = [(text.find(s), len(s)) for s in stop if s in text]
+            if hits:
+                pos, length = min(hits)
+                text = text[: pos + length]
+        return Completion(text, len(prompt_ids), len(ids), ids, list(prompt_ids), finish)
+
+    # --------------------------------------------------------------------- training helpers
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def reference(self) -> contextlib.AbstractContextManager[Any]:
+        """The reference model (the base, for KL), as a context: see the adapter kind."""
+        return self.kind.reference(self)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write what the adapter kind keeps: a peft adapter (lora/qlora) or the full weights."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.kind.save(self, directory)
+        return directory
+
+
+def load_policy(model_cfg: ModelSection, adapter_dir: Path | None = None, trainable: bool = True) -> Policy:
+    """Base model + adapter of the previous iteration (``adapter_dir``; None: a fresh adapter).
+
+    ``adapter_dir`` holds what the adapter kind saves (a peft adapter for lora/qlora, full weights
+    for full). ``trainable=False`` freezes everything (generation-only stages).
+    """
+    import torch
+
+    kind = ADAPTERS[model_cfg.adapter]
+    loading.quiet_imports(with_peft=kind.uses_peft)
+    path = resolve_model(model_cfg.name)
+    device = pick_device(model_cfg.device)
+    dtype = pick_dtype(model_cfg.dtype, device)
+    adapter_dir = Path(adapter_dir) if adapter_dir is not None else None
+    if adapter_dir is not None:
+        kind.check(adapter_dir)
+    tokenizer = loading.load_tokenizer(path, model_cfg.name)
+    model = kind.build(model_cfg, path, dtype, device, adapter_dir, trainable)
+    loading.drop_sampling_defaults(model)
+    model.train(trainable)
+    return Policy(
+        model=model,
+        tokenizer=tokenizer,
+        device=torch.device(device),
+        kind=kind,
+        base_path=path,
+        prompt_format=model_cfg.prompt_format,
+        compile_generation=model_cfg.compile_generation,
+    )

@@ -1,0 +1,193 @@
+"""An opened run directory: its layout, its progress, and the one way stages write into it.
+
+```
+runs/<name>/
+  manifest.json  config.yaml  buffer/seed.jsonl  metrics.jsonl
+  iters/000001/{propose,validate,solve,reward,update}/   records (*.jsonl) + summary.json
+  checkpoints/000001/
+```
+A stage writes into ``iters/N/.<stage>.tmp-<pid>`` and renames it into place when complete: the
+folder's existence is the completion mark. Leftover temporary folders (a crash, a kill -9) are
+never read, and are removed when the stage is written again. Nothing is edited in place.
+
+Every write happens under the run lock (:mod:`stages.rundir.lock`): one writing process per run,
+so a temporary folder found by the writer always belongs to a dead process and is safe to remove.
+Creating and opening a run (manifest, config, checks) is :mod:`stages.rundir.manifest`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from stages.config.schema import Config
+from stages.errors import RunError
+from stages.method.tasks import iteration_tag
+from stages.pipeline import STAGE_NAMES
+from stages.rundir import lock
+from stages.rundir.atomic import atomic_folder, remove_stale, write_bytes
+from stages.rundir.jsonl import read_json, read_jsonl, write_json, write_jsonl
+from stages.rundir.records import StageSummary
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Run:
+    """An opened run directory. Construct with :func:`create_run` or :func:`open_run`."""
+
+    def __init__(self, path: Path, config: Config, manifest: dict[str, Any],
+                 overrides: dict[str, Any] | None = None):
+        self.path = path
+        self.config = config
+        self.manifest = manifest
+        self.overrides = overrides or {}
+        """Runtime fields overridden for this invocation; recorded in each stage's summary."""
+
+    # ---- layout
+    @property
+    def seed_file(self) -> Path:
+        return self.path / "buffer" / "seed.jsonl"
+
+    def iter_dir(self, n: int) -> Path:
+        return self.path / "iters" / iteration_tag(n)
+
+    def stage_dir(self, n: int, stage: str) -> Path:
+        return self.iter_dir(n) / stage
+
+    def checkpoint_dir(self, n: int) -> Path:
+        return self.path / "checkpoints" / iteration_tag(n)
+
+    def checkpoints(self) -> list[int]:
+        """Iterations that have a checkpoint, oldest first (a checkpoint folder is renamed into
+        place when complete, so its existence is the mark, as for a stage)."""
+        root = self.path / "checkpoints"
+        if not root.is_dir():
+            return []
+        return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit() and p.is_dir())
+
+    def is_done(self, n: int, stage: str) -> bool:
+        return self.stage_dir(n, stage).is_dir()
+
+    # ---- progress
+    def iterations(self) -> list[int]:
+        root = self.path / "iters"
+        if not root.is_dir():
+            return []
+        return sorted(int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit())
+
+    def completed_iterations(self) -> int:
+        """Iterations 1..k all fully complete: k."""
+        k = 0
+        while all(self.is_done(k + 1, s) for s in STAGE_NAMES):
+            k += 1
+        return k
+
+    def next_pending(self) -> tuple[int, str]:
+        """The first incomplete (iteration, stage), in order."""
+        n = self.completed_iterations() + 1
+        for s in STAGE_NAMES:
+            if not self.is_done(n, s):
+                return n, s
+        raise AssertionError("unreachable")
+
+    def resolve_iter(self, stage: str, requested: int | None, force: bool) -> int:
+        """Which iteration a standalone stage command works on (default: the first incomplete
+        iteration), checked against what exists."""
+        n = requested if requested is not None else self.completed_iterations() + 1
+        if n < 1:
+            raise RunError(f"--iter must be 1 or more, got {n}")
+        idx = STAGE_NAMES.index(stage)
+        for prev in STAGE_NAMES[:idx]:
+            if not self.is_done(n, prev):
+                raise RunError(
+                    f"iteration {n}: stage '{prev}' is not complete yet; run `azr {prev} --run {self.path}` first"
+                )
+        if n > 1 and not self.is_done(n - 1, STAGE_NAMES[-1]):
+            raise RunError(f"iteration {n - 1} is not complete; finish it before iteration {n}")
+        if self.is_done(n, stage) and not force:
+            raise RunError(
+                f"iteration {n}: stage '{stage}' is already complete; pass --force to redo it "
+                "(later stages of that iteration are then out of date)"
+            )
+        return n
+
+    @contextmanager
+    def writing(self) -> Iterator[Run]:
+        """Hold the run lock for the block (re-entrant); raise RunLocked if another process writes."""
+        with lock.hold(self.path):
+            yield self
+
+    @contextmanager
+    def stage_writer(self, n: int, stage: str, force: bool = False) -> Iterator[Path]:
+        """Yield a temporary folder; on success it becomes ``iters/N/<stage>`` atomically."""
+        with self.writing():
+            final = self.stage_dir(n, stage)
+            if final.exists() and not force:
+                raise RunError(f"iteration {n}: stage '{stage}' is already complete (use --force)")
+            final.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale(final.parent, f".{stage}")  # under the lock: their writers are dead
+            with atomic_folder(final, replace=True) as tmp:
+                yield tmp
+            self.rebuild_metrics()
+
+    def write_stage(self, n: int, stage: str, files: dict[str, list[Any]], summary: StageSummary,
+                    force: bool = False, started: float | None = None) -> StageSummary:
+        """Write a stage's record files and summary.json, all or nothing, and return the summary
+        as written. `started` (a perf_counter reading) adds the stage's wall time to its metrics."""
+        update: dict[str, Any] = {"overrides": self.overrides}
+        if started is not None:
+            update["metrics"] = {**summary.metrics, "seconds": round(time.perf_counter() - started, 3)}
+        summary = summary.model_copy(update=update)
+        with self.stage_writer(n, stage, force=force) as tmp:
+            for name, records in files.items():
+                write_jsonl(tmp / name, records)
+            write_json(tmp / "summary.json", summary.model_dump(mode="json", exclude_defaults=True))
+        return summary
+
+    # ---- records
+    def read(self, n: int, stage: str, filename: str, model: type[M]) -> list[M]:
+        if not self.is_done(n, stage):
+            raise RunError(f"iteration {n}: stage '{stage}' has not completed; run `azr {stage}` first")
+        return read_jsonl(self.stage_dir(n, stage) / filename, model)
+
+    def summary(self, n: int, stage: str) -> StageSummary:
+        path = self.stage_dir(n, stage) / "summary.json"
+        try:
+            return StageSummary.model_validate(read_json(path))
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise RunError(f"{path}: not a stage summary ('{'.'.join(map(str, err['loc']))}': {err['msg']}); "
+                           "the file is damaged") from None
+
+    def check_stages(self) -> None:
+        """Every completed stage has a readable summary.json, or RunError naming the file."""
+        for n in self.iterations():
+            for s in STAGE_NAMES:
+                if self.is_done(n, s):
+                    try:
+                        self.summary(n, s)
+                    except RunError as e:
+                        raise RunError(f"{e}; delete {self.stage_dir(n, s)} and rerun `azr {s} --run {self.path} "
+                                       f"--iter {n}`") from None
+
+    def rebuild_metrics(self) -> None:
+        """metrics.jsonl = one line per completed stage, derived from the summaries; rewritten
+        atomically so it never holds a half line."""
+        lines = []
+        for n in self.iterations():
+            for s in STAGE_NAMES:
+                if (self.stage_dir(n, s) / "summary.json").exists():
+                    lines.append({"iteration": n, "stage": s, **self.summary(n, s).metrics})
+        write_bytes(self.path / "metrics.jsonl", b"".join(orjson.dumps(x) + b"\n" for x in lines))
+
+    def metrics(self) -> list[dict[str, Any]]:
+        p = self.path / "metrics.jsonl"
+        if not p.exists():
+            return []
+        return [orjson.loads(x) for x in p.read_bytes().splitlines() if x.strip()]

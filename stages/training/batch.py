@@ -1,0 +1,63 @@
+"""The update's batch: samples with their tokens, right-padded into micro-batches that carry what
+the step and the algorithm attach to them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class TokenSample:
+    """One response to train on: a ``samples.jsonl`` record (:class:`~stages.rundir.records.Sample`)
+    joined with its prompt and response tokens."""
+
+    prompt_ids: list[int]
+    response_ids: list[int]
+    advantage: float = 0.0
+    """TRR++ advantage (the same on every response token)."""
+    reward: float = 0.0
+    """Sequence reward (PPO puts it on the last response token)."""
+
+
+def pad_batch(
+    samples: Sequence[TokenSample], pad_id: int, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-pad prompt+response: (input_ids, attention_mask, response_mask), each [B, T]."""
+    for s in samples:
+        if not s.prompt_ids:
+            raise ValueError("a sample needs at least one prompt token (the first response token is predicted from it)")
+    T = max(len(s.prompt_ids) + len(s.response_ids) for s in samples)
+    ids = torch.full((len(samples), T), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(samples), T), dtype=torch.long)
+    resp = torch.zeros((len(samples), T), dtype=torch.bool)
+    for b, s in enumerate(samples):
+        p, n = len(s.prompt_ids), len(s.prompt_ids) + len(s.response_ids)
+        ids[b, :n] = torch.tensor(s.prompt_ids + s.response_ids, dtype=torch.long)
+        attn[b, :n] = 1
+        resp[b, p:n] = True
+    return ids.to(device), attn.to(device), resp.to(device)
+
+
+@dataclass
+class MicroBatch:
+    """A right-padded slice of the batch, with what the step and the algorithm attach to it."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    response_mask: torch.Tensor
+    samples: Sequence[TokenSample]
+    old_logp: torch.Tensor | None = None
+    ref_logp: torch.Tensor | None = None
+    old_values: torch.Tensor | None = None
+    advantages: torch.Tensor | None = None
+    returns: torch.Tensor | None = None
+
+
+def micro_batches(batch: Sequence[TokenSample], size: int, pad_id: int, device: torch.device) -> Iterator[MicroBatch]:
+    for i in range(0, len(batch), size):
+        part = batch[i : i + size]
+        ids, attn, resp = pad_batch(part, pad_id, device)
+        yield MicroBatch(ids, attn, resp, part)

@@ -1,0 +1,207 @@
+"""One iteration's update: the shared PPO-clip step, whatever the algorithm.
+
+Model-agnostic: it takes a torch causal LM (a plain transformers model or a peft-wrapped one) and
+token ids; the update stage does the run-directory I/O and the checkpoint.
+
+One call of :func:`update_step`:
+
+1. right-pad the samples into micro-batches;
+2. under ``no_grad``, the "old" token log-probs (the policy that generated the batch), the
+   reference log-probs when a KL penalty is on, and what the algorithm observes (PPO: old values);
+3. the algorithm's per-token advantages (:mod:`stages.training.algorithms`);
+4. ``ppo_epochs`` times: accumulate gradients over the micro-batches, each micro-batch's loss
+   scaled by the number of response tokens in the *whole* batch, so the accumulated gradient is
+   the gradient of a full-batch token mean; clip the gradient norm; take one optimizer step, unless
+   the loss or the gradient is not finite (then nothing is stepped and FloatingPointError says so).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from stages.training.algorithms import TRR, Algorithm
+from stages.training.batch import TokenSample, micro_batches
+from stages.training.logprobs import body_checkpointed, causal_lm, forward, token_logprobs
+from stages.training.losses import clipped_surrogate, kl_k3
+from stages.training.memory import PeakMemory
+
+if TYPE_CHECKING:
+    from stages.config.schema import UpdateSection
+
+Reference = Callable[[], contextlib.AbstractContextManager[nn.Module]]
+"""A context that yields the reference model (for a KL penalty) while it is open."""
+
+
+@dataclass
+class UpdateStats:
+    """What one :func:`update_step` did. Loss terms are token means, averaged over PPO epochs."""
+
+    loss: float
+    """Total loss minimised: pg_loss − entropy_coef·entropy + kl_coef·kl (+ weight·value_loss)."""
+    pg_loss: float
+    """PPO-clip surrogate loss."""
+    entropy: float
+    """Mean token entropy of the policy over the response tokens (nats)."""
+    kl: float | None
+    """Mean k3 KL estimate to the reference model; None when ``kl_coef`` is 0 (not computed)."""
+    grad_norm: float
+    """Policy gradient norm before clipping."""
+    clip_frac: float
+    """Share of response tokens whose ratio was clipped."""
+    tokens: int
+    """Response tokens in the batch."""
+    seconds: float
+    peak_memory: int
+    """Bytes. CUDA: ``torch.cuda.max_memory_allocated`` during the step (weights included). CPU:
+    the peak resident set size during the step minus the RSS at its start (Linux: the kernel's
+    peak counter VmHWM is reset through /proc/self/clear_refs first; elsewhere the process-wide
+    ``ru_maxrss``, which only shows the step's peak when it is the process's highest). On CPU the
+    first step after loading also counts the memory-mapped weights it pages in, and later steps
+    reuse memory glibc kept from earlier ones, so compare like with like (see bench/update.py)."""
+    value_loss: float | None = None
+    """The algorithm's own loss, unweighted (PPO: the clipped value loss); None when it has none."""
+    optimizer_steps: int = 1
+    samples: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@contextlib.contextmanager
+def _adapter_disabled(model: nn.Module) -> Iterator[nn.Module]:
+    with model.disable_adapter():
+        yield model
+
+
+def _reference(model: nn.Module, reference: Reference | None) -> Reference:
+    if reference is not None:
+        return reference
+    if hasattr(model, "disable_adapter"):  # a peft model: the base is the model with its adapter off
+        return lambda: _adapter_disabled(model)
+    raise ValueError(
+        "update.kl_coef > 0 needs a reference model: use a LoRA/QLoRA adapter (the reference is "
+        "the base model with the adapter disabled) or pass `reference` for full fine-tuning"
+    )
+
+
+def _algorithm(cfg: UpdateSection, algorithm: Algorithm | None, optimizer: torch.optim.Optimizer) -> Algorithm:
+    if algorithm is None:
+        if cfg.algorithm.name != TRR.name:
+            raise ValueError(f"update.algorithm={cfg.algorithm.name} needs its algorithm object (with its value "
+                             "head): make_algorithm(cfg, model)")
+        algorithm = TRR(cfg.algorithm)
+    in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    if any(id(p) not in in_optimizer for m in algorithm.modules() for p in m.parameters()):
+        raise ValueError("the algorithm's parameters (the value head) are not in the optimizer: "
+                         "build_optimizer(params, cfg, algorithm)")
+    return algorithm
+
+
+def update_step(
+    model: nn.Module,
+    batch: Sequence[TokenSample],
+    cfg: UpdateSection,
+    optimizer: torch.optim.Optimizer,
+    algorithm: Algorithm | None = None,
+    pad_id: int = 0,
+    reference: Reference | None = None,
+) -> UpdateStats:
+    """One iteration's update: ``cfg.ppo_epochs`` optimizer steps (default 1) over ``batch``.
+    ``algorithm`` defaults to TRR++; ``reference`` to the peft model with its adapter disabled."""
+    if not batch:
+        raise ValueError("update_step needs at least one sample")
+    algorithm = _algorithm(cfg, algorithm, optimizer)
+    want_kl = cfg.kl_coef > 0
+    ref = _reference(model, reference) if want_kl else None
+    device = next(model.parameters()).device
+    policy_params = [p for p in model.parameters() if p.requires_grad]
+    was_training = model.training
+    if cfg.gradient_checkpointing and not body_checkpointed(model):
+        # non-reentrant: no need for the inputs to require grad (frozen embeddings under LoRA)
+        causal_lm(model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    start = time.perf_counter()
+
+    with PeakMemory(device) as meter:
+        mbs = list(micro_batches(batch, cfg.micro_batch_size, pad_id, device))
+        denom = max(int(sum(int(mb.response_mask.sum()) for mb in mbs)), 1)
+
+        # -- the behaviour policy, the reference and what the algorithm observes, before any step
+        model.eval()
+        with torch.no_grad():
+            for mb in mbs:
+                mb.old_logp, _, hidden = forward(model, mb.input_ids, mb.attention_mask, mb.response_mask,
+                                                 cfg.logprob_chunk, with_entropy=False)
+                algorithm.observe(mb, hidden)
+                if ref is not None:
+                    with ref() as ref_model:
+                        mb.ref_logp, _ = token_logprobs(ref_model, mb.input_ids, mb.attention_mask,
+                                                        mb.response_mask, cfg.logprob_chunk)
+        algorithm.advantages(mbs)
+
+        # -- the steps
+        model.train()
+        sums = dict.fromkeys(("loss", "pg", "ent", "kl", "extra", "clip", "gn"), 0.0)
+        has_extra = False
+        for _ in range(cfg.ppo_epochs):
+            optimizer.zero_grad(set_to_none=True)
+            for mb in mbs:
+                if not mb.response_mask.any():
+                    continue  # nothing to learn from (and no graph to backpropagate through)
+                logp, ent, hidden = forward(model, mb.input_ids, mb.attention_mask, mb.response_mask,
+                                            cfg.logprob_chunk, with_entropy=True)
+                mask = mb.response_mask.float()
+                pg_tok, clipped = clipped_surrogate(logp, mb.old_logp, mb.advantages, cfg.clip_ratio)
+                pg = (pg_tok * mask).sum() / denom
+                entropy = (ent * mask).sum() / denom
+                loss = pg - cfg.entropy_coef * entropy
+                if want_kl:
+                    kl = (kl_k3(logp, mb.ref_logp) * mask).sum() / denom
+                    loss = loss + cfg.kl_coef * kl
+                    sums["kl"] += float(kl.detach())
+                extra = algorithm.extra_loss(mb, hidden)
+                if extra is not None:
+                    has_extra = True
+                    loss = loss + algorithm.extra_weight * extra / denom
+                    sums["extra"] += float(extra.detach()) / denom
+                loss.backward()
+                sums["loss"] += float(loss.detach())
+                sums["pg"] += float(pg.detach())
+                sums["ent"] += float(entropy.detach())
+                sums["clip"] += float((clipped.float() * mask).sum()) / denom
+            grad_norm = torch.nn.utils.clip_grad_norm_(policy_params, cfg.max_grad_norm)
+            for m in algorithm.modules():
+                torch.nn.utils.clip_grad_norm_(m.parameters(), cfg.max_grad_norm)
+            if not (math.isfinite(sums["loss"]) and math.isfinite(float(grad_norm))):
+                optimizer.zero_grad(set_to_none=True)
+                raise FloatingPointError(
+                    f"the loss ({sums['loss']:.4g}) or the gradient norm ({float(grad_norm):.4g}) is not "
+                    "finite; no optimizer step was taken"
+                )
+            sums["gn"] += float(grad_norm)
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    model.train(was_training)
+    e = cfg.ppo_epochs
+    return UpdateStats(
+        loss=sums["loss"] / e,
+        pg_loss=sums["pg"] / e,
+        entropy=sums["ent"] / e,
+        kl=sums["kl"] / e if want_kl else None,
+        grad_norm=sums["gn"] / e,
+        clip_frac=sums["clip"] / e,
+        tokens=denom if any(mb.response_mask.any() for mb in mbs) else 0,
+        seconds=time.perf_counter() - start,
+        peak_memory=meter.peak,
+        value_loss=sums["extra"] / e if has_extra else None,
+        optimizer_steps=e,
+        samples=len(batch),
+    )
