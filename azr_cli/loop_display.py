@@ -16,6 +16,7 @@ from azr_cli.display import err
 from stages.method.tasks import TASK_TYPES
 
 HEADLINE = {
+    "seed": ("rounds", "proposed", "buffer/deduction", "buffer/abduction", "buffer/induction"),
     "propose": ("format_ok", "tokens_per_s"),
     "validate": ("valid", "new_tasks/deduction", "new_tasks/abduction", "new_tasks/induction"),
     "solve": ("train/accuracy/deduction", "train/accuracy/abduction", "train/accuracy/induction", "tokens_per_s"),
@@ -68,6 +69,8 @@ class LoopDisplay:
         else:
             self.latest[event["stage"]] = event["summary"].metrics
             self.times[event["stage"]] = event["seconds"]
+            if event["stage"] == "seed":
+                self.buffers.update({t: int(self.latest["seed"].get(f"buffer/{t}", 0)) for t in TASK_TYPES})
             if event["stage"] == "validate":
                 for t in TASK_TYPES:
                     self.buffers[t] = self.buffers.get(t, 0) + int(self.latest["validate"].get(f"new_tasks/{t}", 0))

@@ -21,37 +21,49 @@ def seed(
     seed: SeedOpt = None,
     force: ForceOpt = False,
     grow: Annotated[int | None, typer.Option(
-        "--grow", help="Seeding phase: the base model proposes until each buffer holds M tasks.",
+        "--grow", help="Seeding phase target: the base model proposes until each buffer holds M tasks "
+        "(default: seed.target, 4·B).", show_default=False)] = None,
+    max_rounds: Annotated[int | None, typer.Option(
+        "--max-rounds", help="Stop growing after this many rounds (default: seed.max_rounds).",
         show_default=False)] = None,
-    max_rounds: Annotated[int, typer.Option("--max-rounds", help="Give up growing after this many rounds.")] = 20,
     json_: JsonOpt = False,
 ) -> None:
-    """Create a run directory and write the seed tasks of the three buffers (identity triplet);
-    with --grow M, let the base model propose until each buffer holds M tasks."""
+    """Create a run directory with the seed tasks (the identity triplet), then run the seeding
+    phase (seed.grow, on by default): the base model proposes until each buffer holds the target.
+    On an existing run, resume its seeding phase."""
     from stages import seed as seed_stage
     from stages.config.layers import load_config
     from stages.errors import RunError
     from stages.rundir.manifest import open_run
 
-    if grow is not None and (run / "manifest.json").exists() and not force:
-        r = open_run(run, config, set_, _flags(seed))[0]  # resume a seeding phase
+    flags = _flags(seed)
+    if grow is not None or max_rounds is not None:
+        flags["seed"] = {k: v for k, v in (("target", grow), ("max_rounds", max_rounds), ("grow", True)) if v}
+    if (run / "manifest.json").exists() and not force:
+        r = open_run(run, config, set_, flags)[0]
+        with r.writing():
+            if not seed_stage.pending(r):  # nothing to resume
+                raise RunError(f"{run} already holds a run; choose another --run or pass --force to replace it")
     else:
-        cfg = load_config(config, set_, _flags(seed))
+        cfg = load_config(config, set_, flags)
         r = seed_stage.run(run, cfg, force=force)
         if not json_:
             display.info(f"created run [bold]{run}[/] (model {cfg.model.name}, config {cfg.digest()})")
     grown = None
-    if grow is not None:
+    if r.config.seed.grow:
         from stages.session import Session
 
+        target = seed_stage.seeding_target(r.config)
         with r.writing():
             if r.iterations():
                 raise RunError(f"{run} already has iterations; its seed buffer can no longer change")
-            with Session(r) as session, display.progress("seed --grow") as bar:
-                grown = seed_stage.grow(r, grow, session.policy_for(1), session.sandbox(), max_rounds, bar)
+            with Session(r) as session, display.progress("seeding phase") as bar:
+                grown = seed_stage.grow(r, target, session.policy_for(1), session.sandbox(),
+                                        r.config.seed.max_rounds, bar)
         if not grown["reached"]:
-            display.warn(f"after {grown['rounds']} rounds the buffers hold {grown['buffers']}, short of {grow}; "
-                         "rerun the same command to go on, or start the loop with what there is")
+            display.warn(f"after {grown['rounds']} rounds the buffers hold {grown['buffers']}, short of {target}; "
+                         "rerun the same command to go on, or start the loop with what there is "
+                         "(--set seed.grow=false)")
     info = status_data(r)
     if json_:
         display.print_json({**info, "grow": grown} if grown else info)

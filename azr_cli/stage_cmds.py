@@ -28,6 +28,8 @@ def _flags(device: str | None) -> dict[str, Any]:
 def run_stage(stage: str, run_path: Path, iter_: int | None, force: bool, sets: list[str] | None,
               device: str | None, json_: bool) -> None:
     from stages import pipeline
+    from stages import seed as seed_stage
+    from stages.errors import RunError
     from stages.rundir.manifest import open_run
     from stages.session import Session
 
@@ -36,6 +38,9 @@ def run_stage(stage: str, run_path: Path, iter_: int | None, force: bool, sets: 
     try:
         with run.writing():
             n = run.resolve_iter(stage, iter_, force)
+            if seed_stage.pending(run):
+                raise RunError(f"{run.path} has not finished its seeding phase (seed.grow); run `azr seed --run "
+                               f"{run.path}` (it resumes) or `azr loop`, or --set seed.grow=false to skip it")
             if overrides and not json_:
                 display.info(f"runtime overrides: {overrides}")
             with Session(run) as session, display.progress(f"{stage} {n}") as bar:

@@ -164,6 +164,7 @@ def run_config(folder: Path, adapter: str, device: str, args: argparse.Namespace
     compile_gen = adapter == "lora" and device == "cuda"
     return Config.model_validate({
         "run": {"batch_size": args.batch, "seed": 0},
+        "seed": {"grow": False},  # one iteration's figures: no seeding phase before it
         "model": {"name": str(folder), "adapter": adapter, "device": device, "compile_generation": compile_gen},
         "propose": {"references": 2, "induction_inputs": 4, "max_new_tokens": args.max_new,
                     "generation_batch_size": args.gen_batch},

@@ -2,8 +2,9 @@
 same stage table as the standalone commands (:data:`stages.pipeline.STAGES`) and one Session (the
 model stays in memory).
 
-Resuming is free: each step asks the run directory for the first incomplete (iteration, stage),
-so rerunning after any stop continues exactly there; completed stages are never redone.
+A new run first goes through the seeding phase (``seed.grow``). Resuming is free: each step asks
+the run directory for the first incomplete (iteration, stage), so rerunning after any stop
+continues exactly there; completed stages are never redone.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from stages import pipeline
+from stages import pipeline, seed
 from stages.pipeline import Progress
 from stages.rundir.run import Run
 from stages.session import Session
@@ -28,9 +29,17 @@ def run(
     progress_for: Callable[[int, str], Progress | None] | None = None,
     after_iteration: Callable[[int], None] | None = None,
 ) -> int:
-    """Run until `iters` iterations are complete; returns how many stages ran in this call."""
+    """The seeding phase if the run still owes it, then stages until `iters` iterations are
+    complete; returns how many stages ran in this call (the seeding phase counts as one)."""
     emit = on_event or (lambda e: None)
     ran = 0
+    if seed.pending(run):
+        emit({"event": "start", "iteration": 0, "stage": "seed"})
+        start = time.perf_counter()
+        summary = seed.phase(run, session, progress_for(0, "seed") if progress_for else None)
+        ran += 1
+        emit({"event": "done", "iteration": 0, "stage": "seed", "seconds": time.perf_counter() - start,
+              "summary": summary})
     while run.completed_iterations() < iters:
         n, stage = run.next_pending()
         emit({"event": "start", "iteration": n, "stage": stage})

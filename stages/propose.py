@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from stages.config.schema import Config
 from stages.method.parsers import parse_proposal
 from stages.method.prompts import Ref, proposer_prompt, proposer_turns
-from stages.method.tasks import TASK_TYPES, derive_seed, proposal_id, share, stage_rng
-from stages.model.turns import Query, completion_fields, generate
+from stages.method.tasks import TASK_TYPES, TaskType, derive_seed, proposal_id, share, stage_rng
+from stages.model.turns import Query, completion_fields, generate, prompt_tokens
 from stages.pipeline import Progress
 from stages.rundir.buffers import Buffers, load_buffers, sample_references
 from stages.rundir.records import Proposal, StageSummary, Task
@@ -27,30 +28,58 @@ def _ref(task: Task) -> Ref:
     return Ref(program=task.program, inputs=task.inputs, outputs=task.outputs, message=task.message)
 
 
+def proposer_query(cfg: Config, qid: str, task_type: TaskType, refs: list[Task], demo: Task | None = None) -> Query:
+    """The proposer prompt ``qid`` of a type, showing ``refs`` (induction: the one program to give
+    inputs for) and, with demonstrations, ``demo`` (an induction task shown as a worked exchange)."""
+    n_inputs = cfg.propose.induction_inputs
+    shown = [_ref(r) for r in refs]
+    if not cfg.propose.demonstrations:
+        turns = [("user", proposer_prompt(task_type, shown, n_inputs=n_inputs))]
+    elif task_type == "induction":
+        turns = proposer_turns(task_type, shown, n_inputs, _ref(demo) if demo is not None else None)
+    else:
+        turns = proposer_turns(task_type, shown, n_inputs)
+    return Query(qid, task_type, turns, references=refs)
+
+
 def build_queries(buffers: Buffers, cfg: Config, rng: random.Random, iteration: int) -> list[Query]:
     """B prompts per type, in a fixed order (deduction, abduction, induction)."""
     out: list[Query] = []
     programs = buffers["deduction"] + buffers["abduction"]
-    n_inputs, demos = cfg.propose.induction_inputs, cfg.propose.demonstrations
     for t in TASK_TYPES:
         for k in range(cfg.run.batch_size):
+            qid = proposal_id(iteration, t, k)
             if t == "induction":
                 refs = [rng.choice(programs)]
-                if demos:
-                    demo = _ref(rng.choice(buffers["induction"])) if buffers["induction"] else None
-                    turns = proposer_turns(t, [_ref(refs[0])], n_inputs, demo)
-                else:
-                    turns = [("user", proposer_prompt(t, [_ref(refs[0])], n_inputs=n_inputs))]
+                demos = buffers["induction"] if cfg.propose.demonstrations else []
+                out.append(proposer_query(cfg, qid, t, refs, rng.choice(demos) if demos else None))
             else:
-                refs = sample_references(buffers[t], cfg.propose.references, rng)
-                turns = (proposer_turns(t, [_ref(r) for r in refs], n_inputs) if demos
-                         else [("user", proposer_prompt(t, [_ref(r) for r in refs], n_inputs=n_inputs))])
-            out.append(Query(proposal_id(iteration, t, k), t, turns, references=refs))
+                out.append(proposer_query(cfg, qid, t, sample_references(buffers[t], cfg.propose.references, rng)))
     return out
 
 
-def to_record(query: Query, iteration: int, completion: Any, n_inputs: int, strict: bool = True) -> Proposal:
-    parsed = parse_proposal(completion.text, query.type, n_inputs=n_inputs, strict=strict)
+def fit_prompts(queries: list[Query], cfg: Config, length: Callable[[Query], int]
+                ) -> tuple[list[Query], dict[str, int]]:
+    """Queries whose prompt fits ``propose.max_prompt_tokens``: one over it shows fewer references
+    (the last ones go first); one that still does not fit is left out. Returns the queries and the
+    counts of shortened and dropped prompts."""
+    limit, kept, shortened, dropped = cfg.propose.max_prompt_tokens, [], 0, 0
+    for q in queries:
+        shown = len(q.references)
+        while length(q) > limit and q.type != "induction" and len(q.references) > 1:
+            q = proposer_query(cfg, q.id, q.type, q.references[:-1])
+        if length(q) > limit:
+            dropped += 1
+            continue
+        shortened += len(q.references) < shown
+        kept.append(q)
+    return kept, {"prompts_shortened": shortened, "prompts_dropped": dropped}
+
+
+def to_record(query: Query, iteration: int, completion: Any, n_inputs: int, strict: bool = True,
+              prefix: str = "") -> Proposal:
+    """The proposal record; ``prefix`` is what the prompt prefilled of the response (R1: <think>)."""
+    parsed = parse_proposal(prefix + completion.text, query.type, n_inputs=n_inputs, strict=strict)
     program = query.references[0].program if query.type == "induction" else parsed.program
     return Proposal(
         proposal_id=query.id,
@@ -67,14 +96,19 @@ def to_record(query: Query, iteration: int, completion: Any, n_inputs: int, stri
     )
 
 
-def summarize(records: list[Proposal], gen: Any) -> StageSummary:
+def summarize(records: list[Proposal], gen: Any, fitted: dict[str, int] | None = None,
+              prompt_format: str = "") -> StageSummary:
     by_type = {t: [r for r in records if r.type == t] for t in TASK_TYPES}
     return StageSummary(
         count=len(records),
         metrics={
+            **(fitted or {}),
+            **({"prompt_format": prompt_format} if prompt_format else {}),
             "proposals": len(records),
             "format_ok": share(r.format_ok for r in records),
             **{f"format_ok/{t}": share(r.format_ok for r in rs) for t, rs in by_type.items()},
+            "truncated": share(r.finish == "length" for r in records),
+            **{f"truncated/{t}": share(r.finish == "length" for r in rs) for t, rs in by_type.items()},
             "tokens": gen.tokens,
             "tokens_per_s": round(gen.tokens_per_s, 2),
             "generate_s": round(gen.seconds, 3),
@@ -86,10 +120,11 @@ def run(run: Run, n: int, session: Any, *, force: bool = False, progress: Progre
     """Write iters/N/propose/: proposals.jsonl + summary.json. Returns the summary."""
     started = time.perf_counter()
     cfg = run.config
+    policy = session.policy_for(n)
     queries = build_queries(load_buffers(run, n - 1), cfg, stage_rng(cfg.run.seed, n, "propose"), n)
-    gen = generate(session.policy_for(n), queries, cfg.propose, derive_seed(cfg.run.seed, n, "propose", "gen"),
-                   progress)
-    records = [to_record(q, n, c, cfg.propose.induction_inputs, cfg.reward.strict)
+    queries, fitted = fit_prompts(queries, cfg, lambda q: prompt_tokens(policy, q))
+    gen = generate(policy, queries, cfg.propose, derive_seed(cfg.run.seed, n, "propose", "gen"), progress)
+    records = [to_record(q, n, c, cfg.propose.induction_inputs, cfg.reward.strict, policy.answer_prefix)
                for q, c in zip(queries, gen.completions, strict=True)]
-    return run.write_stage(n, "propose", {"proposals.jsonl": records}, summarize(records, gen),
-                           force=force, started=started)
+    summary = summarize(records, gen, fitted, policy.prompt_format)
+    return run.write_stage(n, "propose", {"proposals.jsonl": records}, summary, force=force, started=started)

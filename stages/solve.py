@@ -26,7 +26,7 @@ from stages.method.tasks import (
     stage_rng,
     train_rollout_id,
 )
-from stages.model.turns import Query, completion_fields, generate
+from stages.model.turns import Query, completion_fields, generate, prompt_tokens
 from stages.pipeline import Progress
 from stages.rundir.buffers import load_buffers, solver_batch
 from stages.rundir.records import Rollout, StageSummary, Task
@@ -107,8 +107,15 @@ def to_rollout(query: Query, completion: Any, parsed: Any, verdict: Any) -> Roll
     )
 
 
-def summarize(rollouts: list[Rollout], gen: Any, check_s: float) -> StageSummary:
-    m: dict[str, Any] = {"rollouts": len(rollouts)}
+def fit_prompts(queries: list[Query], limit: int, length: Any) -> tuple[list[Query], dict[str, int]]:
+    """The queries whose prompt fits ``limit`` tokens; the others are left out (and counted)."""
+    kept = [q for q in queries if length(q) <= limit]
+    return kept, {"prompts_dropped": len(queries) - len(kept)}
+
+
+def summarize(rollouts: list[Rollout], gen: Any, check_s: float, extra: dict[str, Any] | None = None
+              ) -> StageSummary:
+    m: dict[str, Any] = {"rollouts": len(rollouts), **(extra or {})}
     for purpose in ("learnability", "train"):
         rs = [r for r in rollouts if r.purpose == purpose]
         m[f"{purpose}/count"] = len(rs)
@@ -117,7 +124,9 @@ def summarize(rollouts: list[Rollout], gen: Any, check_s: float) -> StageSummary
             if sub:
                 m[f"{purpose}/accuracy/{t}"] = share(r.correct for r in sub)
                 m[f"{purpose}/format_ok/{t}"] = share(r.format_ok for r in sub)
+                m[f"{purpose}/truncated/{t}"] = share(r.finish == "length" for r in sub)
     m.update(
+        truncated=share(r.finish == "length" for r in rollouts),
         tokens=gen.tokens,
         tokens_per_s=round(gen.tokens_per_s, 2),
         generate_s=round(gen.seconds, 3),
@@ -131,12 +140,15 @@ def run(run: Run, n: int, session: Any, *, force: bool = False, progress: Progre
     started = time.perf_counter()
     cfg = run.config
     new = run.read(n, "validate", "tasks.jsonl", Task)
+    policy = session.policy_for(n)
     queries = build_queries(new, load_buffers(run, n), cfg, stage_rng(cfg.run.seed, n, "solve"), n)
-    gen = generate(session.policy_for(n), queries, cfg.solve, derive_seed(cfg.run.seed, n, "solve", "gen"), progress)
-    parsed = [parse_solver(c.text, q.type, cfg.reward.strict) for q, c in zip(queries, gen.completions, strict=True)]
+    queries, fitted = fit_prompts(queries, cfg.solve.max_prompt_tokens, lambda q: prompt_tokens(policy, q))
+    gen = generate(policy, queries, cfg.solve, derive_seed(cfg.run.seed, n, "solve", "gen"), progress)
+    parsed = [parse_solver(policy.answer_prefix + c.text, q.type, cfg.reward.strict)
+              for q, c in zip(queries, gen.completions, strict=True)]
     check_start = time.perf_counter()
     verdicts = judge_answers(queries, [p.prediction if p.format_ok else None for p in parsed], session.sandbox(), cfg)
     check_s = time.perf_counter() - check_start
     rollouts = [to_rollout(*x) for x in zip(queries, gen.completions, parsed, verdicts, strict=True)]
-    return run.write_stage(n, "solve", {"rollouts.jsonl": rollouts}, summarize(rollouts, gen, check_s),
-                           force=force, started=started)
+    summary = summarize(rollouts, gen, check_s, {**fitted, "prompt_format": policy.prompt_format})
+    return run.write_stage(n, "solve", {"rollouts.jsonl": rollouts}, summary, force=force, started=started)

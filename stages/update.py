@@ -27,17 +27,18 @@ def training_samples(run: Run, n: int) -> list[Any]:
     """The iteration's samples joined by id with the token ids of their responses."""
     from stages.training.batch import TokenSample
 
-    tokens: dict[str, tuple[list[int], list[int]]] = {}
+    cfg = run.config
+    tokens: dict[str, tuple[list[int], list[int], float]] = {}
     for p in run.read(n, "propose", "proposals.jsonl", Proposal):
-        tokens[p.proposal_id] = (p.prompt_ids, p.completion_ids)
+        tokens[p.proposal_id] = (p.prompt_ids, p.completion_ids, cfg.propose.temperature)
     for r in run.read(n, "solve", "rollouts.jsonl", Rollout):
-        tokens[r.rollout_id] = (r.prompt_ids, r.completion_ids)
+        tokens[r.rollout_id] = (r.prompt_ids, r.completion_ids, cfg.solve.temperature)
     out = []
     for s in run.read(n, "reward", "samples.jsonl", Sample):
-        prompt_ids, response_ids = tokens[s.sample_id]
+        prompt_ids, response_ids, temperature = tokens[s.sample_id]
         if response_ids:
             out.append(TokenSample(prompt_ids=prompt_ids, response_ids=response_ids, advantage=s.advantage,
-                                   reward=s.reward))
+                                   reward=s.reward, temperature=temperature, group=f"{s.type}/{s.role}"))
     return out
 
 
@@ -103,7 +104,7 @@ def run(run: Run, n: int, session: Session, *, force: bool = False,
     pad = policy.tokenizer.pad_token_id if policy.tokenizer.pad_token_id is not None else 0
     try:
         stats = update_step(policy.model, samples, run.config.update, optimizer, algorithm, pad_id=pad,
-                            reference=policy.reference).to_dict()
+                            reference=policy.reference, compute=policy.compute).to_dict()
     except FloatingPointError as e:
         raise RunError(f"update of iteration {n}: {e}; no checkpoint was written (lower update.lr, "
                        "or check the iteration's samples with `azr inspect`)") from None

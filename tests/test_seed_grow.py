@@ -10,6 +10,7 @@ from conftest import TINY
 from stages import seed as seed_stage
 from stages.config.layers import load_config
 from stages.rundir.jsonl import read_jsonl
+from stages.rundir.manifest import open_run
 from stages.rundir.records import Task
 from stages.session import Session
 
@@ -24,6 +25,7 @@ class Done:
     completion_tokens: int = 1
     token_ids: tuple = (1,)
     prompt_ids: tuple = (1,)
+    finish: str = "stop"
 
 
 @dataclass
@@ -32,18 +34,28 @@ class Gen:
 
 
 class ScriptedPolicy:
-    """Answers every proposer prompt with a fixed, well-formed completion for its type."""
+    """Answers every proposer prompt with a well-formed completion for its type: the k-th program
+    adds k to the sum (the first is the plain sum), unless `same` makes every one the same."""
 
-    def wrap(self, text):
-        return text
+    answer_prefix = ""
+
+    def __init__(self, same: bool = False, completion: str = DED):
+        self.same, self.completion, self.k = same, completion, 0
+
+    def wrap_turns(self, turns):
+        return turns[-1][1]
 
     def generate(self, prompts, **kw):
         out = []
         for p in prompts:
             if "inputs" in p and "message" in p and "```python" not in p.split("Write")[-1]:
                 out.append(Done(IND))
-            else:
-                out.append(Done(DED))
+                continue
+            text = self.completion
+            if self.k and not self.same:
+                text = text.replace("return sum(x)", f"return sum(x) + {self.k}")
+            self.k += 1
+            out.append(Done(text))
         return Gen(out)
 
 
@@ -65,3 +77,34 @@ def test_grow_on_the_tiny_model_through_the_cli(azr, tmp_path, tiny_model):
     info = json.loads(r.out)
     assert info["grow"]["rounds"] == 1 and info["grow"]["proposed"] > 0
     assert not info["grow"]["reached"]  # a random 2-layer model writes no valid task
+
+
+GLOBALS = ("<think> g </think>\n<answer>\n```python\nSCALE = 3\nprint('hi')\ndef f(x):\n    return len(x)\n"
+           "if __name__ == '__main__':\n    print(f('ab'))\n```\n```input\n'abc'\n```\n</answer>")
+
+
+def test_grow_adds_a_program_once_and_strips_globals(tmp_path, tiny_model):
+    run = seed_stage.run(tmp_path / "r", load_config(TINY))
+    with Session(run) as s:
+        summary = seed_stage.grow(run, 3, ScriptedPolicy(same=True, completion=GLOBALS), s.sandbox(), max_rounds=3)
+    tasks = [t for t in read_jsonl(run.seed_file, Task) if t.type == "deduction"]
+    assert [t.program for t in tasks[1:]] == ["def f(x):\n    return len(x)"]  # once, globals and prints gone
+    assert summary["rounds"] == 3 and not summary["reached"]
+
+
+def test_a_new_run_seeds_by_default(tmp_path, azr, tiny_model, monkeypatch):
+    """The default config turns the seeding phase on, to 4·B per type; the loop runs it before
+    iteration 1 and stops with a clear message when the model cannot reach the target."""
+    from stages.seed import pending, seeding_target
+
+    cfg = load_config()
+    assert cfg.seed.grow and seeding_target(cfg) == 4 * cfg.run.batch_size
+    r = azr("loop", "--run", tmp_path / "r", "--config", TINY, "--set", "seed.grow=true",
+            "--set", "seed.max_rounds=1", "--iters", "1")
+    assert r.code == 1 and "seeding phase stopped after 1 rounds" in r.err and "seed.target" in r.err, r.err
+    run = open_run(tmp_path / "r")[0]
+    assert pending(run) and not run.iterations()
+    r = azr("propose", "--run", run.path)
+    assert r.code == 1 and "has not finished its seeding phase" in r.err
+    r = azr("loop", "--run", run.path, "--iters", "1", "--set", "seed.grow=false")  # go on with what it has
+    assert r.code == 0, r.err

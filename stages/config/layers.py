@@ -8,6 +8,7 @@ it, in one line (:class:`~stages.errors.ConfigError`).
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,6 @@ from stages.config.schema import (
     PPO_FIELDS,
     Algorithm,
     Config,
-    PPOConfig,
     TRRConfig,
     config_sections,
     flatten,
@@ -190,8 +190,8 @@ def to_yaml(cfg: Config) -> str:
 def upgrade_saved(data: dict[str, Any]) -> dict[str, Any]:
     """A config.yaml written before the algorithm became a type (``update.algorithm: ppo`` beside
     flat ``value_lr``/``value_coef``/``gamma``/``lam``), in today's shape: those fields move into
-    ``update.algorithm`` when the algorithm takes them; otherwise they were unused defaults and are
-    dropped (a changed one is refused)."""
+    ``update.algorithm`` when the algorithm takes them; otherwise (TRR++) they never had an effect
+    and are dropped."""
     update = data.get("update") if isinstance(data, dict) else None
     if not isinstance(update, dict) or not any(k in update for k in PPO_FIELDS):
         return data
@@ -199,11 +199,7 @@ def upgrade_saved(data: dict[str, Any]) -> dict[str, Any]:
     flat = {k: update.pop(k) for k in PPO_FIELDS if k in update}
     algorithm = update.get("algorithm", TRRConfig().name)
     candidate = {**({"name": algorithm} if isinstance(algorithm, str) else algorithm), **flat}
-    try:
+    with contextlib.suppress(ValidationError):  # an algorithm without these fields keeps its own
         TypeAdapter(Algorithm).validate_python(candidate)
         update["algorithm"] = candidate
-    except ValidationError:  # an algorithm without these fields
-        unused = {k: v for k, v in flat.items() if v != PPOConfig.model_fields[k].default}
-        if unused:
-            raise ConfigError(f"update.{next(iter(unused))} applies to update.algorithm=ppo only") from None
     return {**data, "update": update}

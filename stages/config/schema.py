@@ -53,9 +53,11 @@ class ModelSection(Section):
     """Dropout on the LoRA input (0 keeps updates deterministic)."""
     lora_target_modules: list[str] | Literal["all-linear"] = "all-linear"
     """Module names LoRA attaches to, or `all-linear`."""
-    prompt_format: Literal["auto", "chat", "plain"] = "auto"
-    """`chat` wraps prompts in the tokenizer's chat template, `plain` sends raw text; `auto` uses
-    the chat template when the tokenizer has one."""
+    prompt_format: Literal["auto", "r1", "chat", "plain"] = "auto"
+    """How prompts are wrapped. `r1`: the R1 template with `<think>` prefilled (the paper's, for
+    base models); `chat`: the tokenizer's chat template (instruct models); `plain`: raw text.
+    `auto`: a built-in's own format, else `chat` for a checkpoint whose name says instruct/chat/it
+    and has a template, else `r1`. The propose and solve summaries record the one chosen."""
     device: Literal["auto", "cpu", "cuda"] = _runtime("auto")
     """Where the model runs; `auto` picks CUDA when present."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = _runtime("auto")
@@ -66,7 +68,11 @@ class ModelSection(Section):
 
 class GenerationSection(Section):
     max_new_tokens: int = Field(512, ge=1)
-    """Longest completion, in tokens."""
+    """Longest completion, in tokens (paper: up to 8,096); a longer one is cut and counted as
+    truncated in the stage summary (it has lost its closing tags: a format error)."""
+    max_prompt_tokens: int = Field(6144, ge=1)
+    """Longest prompt, in tokens (paper: 6,144). A proposer prompt over it shows fewer reference
+    tasks; any other is left out, as the official code drops them; the summary counts both."""
     temperature: float = Field(1.0, ge=0.0, le=10.0)
     """Sampling temperature (paper: 1.0); 0 means greedy."""
     top_p: float = Field(1.0, gt=0.0, le=1.0)
@@ -99,6 +105,18 @@ class ProposeSection(GenerationSection):
     @property
     def shown(self) -> int:
         return self.induction_shown if self.induction_shown is not None else self.induction_inputs // 2
+
+
+class SeedSection(Section):
+    grow: bool = _runtime(True)
+    """A new run starts with the seeding phase (the paper's): the base model proposes, with no
+    updates, until each buffer holds `seed.target` tasks; `false` starts from the identity
+    triplet alone (and, on a run whose seeding stopped short, goes on with what it has)."""
+    target: int | None = _runtime(None, ge=1)
+    """Tasks per buffer the seeding phase fills to; None = 4·B (the paper's)."""
+    max_rounds: int = _runtime(20, ge=1)
+    """Rounds (a proposal per short type and batch slot each) before the seeding phase stops
+    with a message saying how far it got."""
 
 
 class ValidateSection(Section):
@@ -159,8 +177,9 @@ class PPOConfig(Section):
     """Weight of the value loss."""
     gamma: float = Field(1.0, ge=0, le=1)
     """Discount for GAE."""
-    lam: float = Field(0.95, ge=0, le=1)
-    """GAE lambda."""
+    lam: float = Field(1.0, ge=0, le=1)
+    """GAE lambda (veRL's default 1: with a critic that starts at zero, λ < 1 leaves tokens far
+    from the end with almost no advantage)."""
 
 
 Algorithm = Annotated[TRRConfig | PPOConfig, Field(discriminator="name")]
@@ -232,6 +251,7 @@ class LogSection(Section):
 class Config(Section):
     run: RunSection = RunSection()
     model: ModelSection = ModelSection()
+    seed: SeedSection = SeedSection()
     propose: ProposeSection = ProposeSection()
     validate_: ValidateSection = Field(ValidateSection(), alias="validate")
     solve: SolveSection = SolveSection()

@@ -46,7 +46,8 @@ def evaluate(
         progress=progress,
     )
     check_start = time.perf_counter()
-    results = score(items, gen.texts, sandbox, cfg.sandbox, strict=cfg.reward.strict)
+    results = score(items, [policy.answer_prefix + t for t in gen.texts], sandbox, cfg.sandbox,
+                    strict=cfg.reward.strict)
     out = {
         "suite": suite,
         "iteration": iteration,

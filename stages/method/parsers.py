@@ -48,6 +48,7 @@ Choices (written down because the model's output is free text):
 
 from __future__ import annotations
 
+import ast
 import io
 import re
 import textwrap
@@ -365,3 +366,25 @@ def strip_comments(program: str) -> str:
             newline = line[len(line.rstrip("\r\n")) :]
             out.append(code + newline)
     return "".join(out)
+
+
+_KEPT_AT_TOP = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+def strip_globals(program: str) -> str:
+    """``program`` with only its imports, functions and classes at the top level: global
+    variables, prints, ``if __name__`` blocks and other top-level statements are cut (the lines
+    they span), the rest of the text kept exactly. A program that does not parse is returned as is;
+    one whose functions needed a removed global then fails validation, like any broken program."""
+    try:
+        tree = ast.parse(program)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return program
+    cut = set()
+    for node in tree.body:
+        if not isinstance(node, _KEPT_AT_TOP):
+            cut.update(range(node.lineno - 1, (node.end_lineno or node.lineno)))
+    if not cut:
+        return program
+    lines = io.StringIO(program).readlines()
+    return "".join(line for i, line in enumerate(lines) if i not in cut).strip("\n")

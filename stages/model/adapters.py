@@ -45,6 +45,11 @@ class AdapterKind:
         """The torch model: the base plus the checkpoint (None: a fresh adapter, or the base)."""
         raise NotImplementedError
 
+    def weights_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        """The dtype the weights are kept in when ``model.dtype`` asks to compute in ``dtype``.
+        LoRA keeps its base there (peft keeps the adapter itself in fp32)."""
+        return dtype
+
     def check(self, checkpoint: Path) -> None:
         if not (checkpoint / self.marker).is_file():
             raise ModelError(f"checkpoint {checkpoint} has no {self.marker}: with model.adapter={self.name} "
@@ -101,12 +106,23 @@ class QLoRA(LoRA):
 
 
 class Full(AdapterKind):
-    """Every weight is trained; a checkpoint is a whole transformers folder (weights + tokenizer)."""
+    """Every weight is trained; a checkpoint is a whole transformers folder (weights + tokenizer).
+
+    With a half-precision ``model.dtype`` the weights (and so AdamW's state) stay fp32 master
+    weights and every forward pass autocasts to that dtype: updated in place in bf16, a step at the
+    paper's lr of 1e-6 rounds to nothing for almost every weight (bf16 keeps 8 bits of mantissa).
+    Memory per parameter: 4 (weights) + 4 (gradient) + 8 (AdamW) = 16 bytes, about 49 GiB for a
+    3B model before activations (an estimate from the parameter count; BENCHMARKS.md)."""
 
     name = "full"
     marker = "config.json"
     holds = "full weights"
     uses_peft = False
+
+    def weights_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        import torch
+
+        return torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
 
     def build(self, cfg: ModelSection, base: str, dtype: torch.dtype, device: str,
               checkpoint: Path | None, trainable: bool) -> Any:

@@ -27,8 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stages.errors import ModelError
-from stages.model import loading
+from stages.model import loading, templates
 from stages.model.adapters import ADAPTERS, AdapterKind
 from stages.model.generation import (
     Completion,
@@ -57,8 +56,12 @@ class Policy:
     kind: AdapterKind
     """What is trained (LoRA, QLoRA, full weights): it saves, merges and gives the reference."""
     base_path: str
-    prompt_format: str = "auto"
+    prompt_format: str = "chat"
+    """How prompts are wrapped: ``r1``, ``chat`` or ``plain`` (resolved from model.prompt_format)."""
     compile_generation: bool = False
+    compute_dtype: Any = None
+    """Set when the weights are kept in a higher precision than they compute in (full fine-tuning
+    in bf16: fp32 master weights, bf16 autocast): every forward pass runs under :meth:`compute`."""
     frozen_reference: Any = None
     """Full fine-tuning with a KL penalty: the frozen base, loaded once (see Full.reference)."""
     _stop_criteria: dict[tuple[str, ...], Any] = field(default_factory=dict)
@@ -67,24 +70,20 @@ class Policy:
 
     @property
     def uses_chat_template(self) -> bool:
-        if self.prompt_format == "plain":
-            return False
-        if self.prompt_format == "chat":
-            return True
-        return bool(getattr(self.tokenizer, "chat_template", None))
+        return self.prompt_format == "chat"
+
+    @property
+    def answer_prefix(self) -> str:
+        """What the prompt prefilled of every response (``<think>`` with the R1 template)."""
+        return templates.answer_prefix(self.prompt_format)
 
     def wrap(self, user_text: str) -> str:
-        """The text the model is given for a user message: chat template or plain text."""
-        if not self.uses_chat_template:
-            return user_text
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise ModelError(
-                "model.prompt_format is 'chat' but the tokenizer has no chat template; "
-                "use --set model.prompt_format=plain (or auto)"
-            )
-        return self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": user_text}], tokenize=False, add_generation_prompt=True
-        )
+        """The text the model is given for one user message (see :mod:`stages.model.templates`)."""
+        return self.wrap_turns([("user", user_text)])
+
+    def wrap_turns(self, turns: Sequence[tuple[str, str]]) -> str:
+        """The text the model is given for a prompt of (role, content) turns."""
+        return templates.wrap(self.prompt_format, self.tokenizer, turns)
 
     def encode(self, text: str) -> list[int]:
         ids = list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
@@ -129,7 +128,7 @@ class Policy:
         self.model.eval()
         start = time.perf_counter()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), self.compute():
                 for b, first in enumerate(range(0, len(order), batch_size)):
                     idx = order[first : first + batch_size]
                     rows = generate_batch(
@@ -157,8 +156,9 @@ class Policy:
         from transformers import GenerationConfig
 
         eos = as_list(getattr(self._base_generation_config(), "eos_token_id", None))
-        if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in eos:
-            eos.append(self.tokenizer.eos_token_id)
+        for token in [self.tokenizer.eos_token_id, *templates.end_token_ids(self.tokenizer)]:
+            if token is not None and token not in eos:
+                eos.append(token)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos[0]
         sample = temperature > 0
         # transformers fills every field left None from the checkpoint's generation_config, then
@@ -207,6 +207,14 @@ class Policy:
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
+    def compute(self) -> contextlib.AbstractContextManager[Any]:
+        """The context forward passes run in: autocast to :attr:`compute_dtype`, or nothing."""
+        import torch
+
+        if self.compute_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.compute_dtype)
+
     def reference(self) -> contextlib.AbstractContextManager[Any]:
         """The reference model (the base, for KL), as a context: see the adapter kind."""
         return self.kind.reference(self)
@@ -236,7 +244,8 @@ def load_policy(model_cfg: ModelSection, adapter_dir: Path | None = None, traina
     if adapter_dir is not None:
         kind.check(adapter_dir)
     tokenizer = loading.load_tokenizer(path, model_cfg.name)
-    model = kind.build(model_cfg, path, dtype, device, adapter_dir, trainable)
+    weights = kind.weights_dtype(dtype)
+    model = kind.build(model_cfg, path, weights, device, adapter_dir, trainable)
     loading.drop_sampling_defaults(model)
     model.train(trainable)
     return Policy(
@@ -245,6 +254,7 @@ def load_policy(model_cfg: ModelSection, adapter_dir: Path | None = None, traina
         device=torch.device(device),
         kind=kind,
         base_path=path,
-        prompt_format=model_cfg.prompt_format,
+        prompt_format=templates.resolve_format(model_cfg.prompt_format, model_cfg.name, tokenizer),
         compile_generation=model_cfg.compile_generation,
+        compute_dtype=dtype if weights != dtype else None,
     )

@@ -32,14 +32,13 @@ class Query:
 
 
 def render(policy: Any, turns: Sequence[Turn]) -> str:
-    """One user turn: the policy's own wrapper. Several: the tokenizer's chat template with the
-    earlier turns as history, or `User:` / `Assistant:` paragraphs for plain-text models."""
-    if len(turns) == 1 and turns[0][0] == "user":
-        return policy.wrap(turns[0][1])
-    if policy.uses_chat_template:
-        messages = [{"role": role, "content": text} for role, text in turns]
-        return policy.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return "".join(f"{role.capitalize()}: {text}\n\n" for role, text in turns) + "Assistant:"
+    """The text the policy is given for a prompt of turns (its wrapper: R1, chat template or plain)."""
+    return policy.wrap_turns(turns)
+
+
+def prompt_tokens(policy: Any, query: Query) -> int:
+    """How many tokens the query's prompt is, as the policy will be given it."""
+    return len(policy.encode(render(policy, query.turns)))
 
 
 def generate(policy: Any, queries: Sequence[Query], gen: Any, seed: int,
@@ -56,4 +55,4 @@ def generate(policy: Any, queries: Sequence[Query], gen: Any, seed: int,
 def completion_fields(c: Any) -> dict[str, Any]:
     """The record fields every generated response carries: its text and its exact tokens."""
     return {"completion": c.text, "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
-            "prompt_ids": c.prompt_ids, "completion_ids": c.token_ids}
+            "prompt_ids": c.prompt_ids, "completion_ids": c.token_ids, "finish": c.finish}

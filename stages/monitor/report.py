@@ -240,6 +240,17 @@ def plot_throughput(data: RunData) -> Any | None:
     return fig if drawn else _discard(fig)
 
 
+def plot_truncation(data: RunData) -> Any | None:
+    """The share of responses cut at max_new_tokens (they lose their closing tags)."""
+    fig, (ax,) = _figure(1, "responses cut at max_new_tokens")
+    drawn = False
+    for stage in GENERATING_STAGE_NAMES:
+        drawn |= _lines(ax, data, stage, {stage: "truncated"})
+    _finish(ax, "share truncated")
+    ax.set_ylim(-0.05, 1.05)
+    return fig if drawn else _discard(fig)
+
+
 def plot_update(data: RunData) -> Any | None:
     fig, axes = _figure(3, "policy update")
     drawn = _lines(axes[0], data, "update", {"loss": "loss", "pg_loss": "pg_loss"})
@@ -297,6 +308,7 @@ FIGURES: dict[str, tuple[str, Callable[[RunData], Any | None]]] = {
     "rejections.png": ("Rejection reasons", plot_rejections),
     "buffers.png": ("Buffer sizes", plot_buffers),
     "throughput.png": ("Tokens per second", plot_throughput),
+    "truncation.png": ("Responses cut at max_new_tokens", plot_truncation),
     "update.png": ("Loss, gradient norm, entropy", plot_update),
     "time.png": ("Time per stage", plot_time),
     "eval.png": ("Evaluation scores", plot_eval),
@@ -314,6 +326,7 @@ def key_metrics(data: RunData) -> list[tuple[str, str, str]]:
     keys += [("reward", f"reward/{r}/{t}", f"reward {r} {t}") for r in ROLES for t in TASK_TYPES]
     keys += [("update", "loss", "loss"), ("update", "grad_norm", "grad norm"), ("update", "entropy", "entropy")]
     keys += [(s, "tokens_per_s", f"{s} tokens/s") for s in GENERATING_STAGE_NAMES]
+    keys += [(s, "truncated", f"{s} truncated") for s in GENERATING_STAGE_NAMES]
     rows = []
     for stage, key, label in keys:
         xs, ys = data.series(stage, key)

@@ -5,11 +5,13 @@ Later stages join earlier records by id (task_id, proposal_id, rollout_id), neve
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from stages.method.tasks import Purpose, Role, TaskType
+
+Finish = Literal["stop", "eos", "length"]
 
 
 class Record(BaseModel):
@@ -51,6 +53,9 @@ class Proposal(Record):
     completion_tokens: int = 0
     prompt_ids: list[int] = []
     completion_ids: list[int] = []
+    finish: Finish | None = None
+    """Why the response ended: a stop string, EOS, or ``length`` (cut at max_new_tokens: a
+    truncated response, which has lost its closing tags)."""
 
 
 class Validation(Record):
@@ -84,6 +89,9 @@ class Rollout(Record):
     completion_tokens: int = 0
     prompt_ids: list[int] = []
     completion_ids: list[int] = []
+    finish: Finish | None = None
+    """Why the response ended: a stop string, EOS, or ``length`` (cut at max_new_tokens: a
+    truncated response, which has lost its closing tags)."""
 
 
 class Sample(Record):

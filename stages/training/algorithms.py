@@ -7,10 +7,14 @@ parameters (with their optimizer group and their checkpoint file). The shared PP
 - :class:`TRR`: Task-Relative REINFORCE++ (the paper): the reward stage's advantage, normalised
   within its (task type, role) batch, on every response token. No critic.
 - :class:`PPO`: a linear value head on the policy's last hidden state, each sequence's reward on
-  its last token, GAE over the head's estimates, advantages whitened. The head sees the hidden
-  states *detached*: the value loss trains the head only and never moves the policy's weights
-  (no shared-trunk interference, so TRR++ and PPO update the policy identically given the same
-  advantages). The value clip range reuses ``clip_ratio``.
+  its last token, GAE over the head's estimates (λ = 1 by default, veRL's: with λ < 1 and a
+  critic that starts at zero, tokens far from the end get almost no advantage), advantages
+  whitened within each (task type, role) group, so the six per-task baselines survive. The head
+  sees the hidden states *detached*: the value loss trains the head only and never moves the
+  policy's weights. A critic that shares the trunk would pull the policy's features toward value
+  regression with a loss of another scale than the policy's; detached, the policy is moved by the
+  PPO-clip loss alone, exactly as under TRR++ given the same advantages. The value clip range
+  reuses ``clip_ratio``.
 """
 
 from __future__ import annotations
@@ -120,7 +124,8 @@ class PPO(Algorithm):
         for mb in mbs:
             rewards = last_token_rewards(mb.response_mask, [s.reward for s in mb.samples])
             mb.advantages, mb.returns = gae(rewards, mb.old_values, mb.response_mask, self.cfg.gamma, self.cfg.lam)
-        whiten([mb.advantages for mb in mbs], [mb.response_mask for mb in mbs])
+        whiten([mb.advantages for mb in mbs], [mb.response_mask for mb in mbs],
+               [[s.group for s in mb.samples] for mb in mbs])
 
     def extra_loss(self, mb: MicroBatch, hidden: torch.Tensor) -> torch.Tensor:
         """The clipped value loss ½·max((V−R)², (V_clip−R)²), summed over response tokens."""

@@ -20,6 +20,11 @@ class TokenSample:
     """TRR++ advantage (the same on every response token)."""
     reward: float = 0.0
     """Sequence reward (PPO puts it on the last response token)."""
+    temperature: float = 1.0
+    """The temperature the response was sampled at: the update scores it under logits / T, the
+    distribution it came from (0, greedy, is scored at 1)."""
+    group: str = ""
+    """Its (task type, role) batch, e.g. ``deduction/solver``: PPO whitens advantages within it."""
 
 
 def pad_batch(
@@ -49,6 +54,8 @@ class MicroBatch:
     attention_mask: torch.Tensor
     response_mask: torch.Tensor
     samples: Sequence[TokenSample]
+    temperature: torch.Tensor | None = None
+    """[B]: each row's sampling temperature."""
     old_logp: torch.Tensor | None = None
     ref_logp: torch.Tensor | None = None
     old_values: torch.Tensor | None = None
@@ -60,4 +67,5 @@ def micro_batches(batch: Sequence[TokenSample], size: int, pad_id: int, device: 
     for i in range(0, len(batch), size):
         part = batch[i : i + size]
         ids, attn, resp = pad_batch(part, pad_id, device)
-        yield MicroBatch(ids, attn, resp, part)
+        temps = torch.tensor([s.temperature if s.temperature > 0 else 1.0 for s in part], device=device)
+        yield MicroBatch(ids, attn, resp, part, temperature=temps)

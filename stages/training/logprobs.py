@@ -6,6 +6,12 @@ each add as much). :func:`token_logprobs` runs the transformer body once, then a
 and the log-softmax to ``chunk`` response tokens at a time, each chunk under its own activation
 checkpoint: only that chunk's logits live at a time, in forward and in backward. (One checkpoint
 around the whole chunk loop does not help: backward would keep every chunk's log-softmax.)
+
+Each row is scored under the distribution it was sampled from: the logits are divided by the
+row's sampling temperature before the softmax (``temperature``, [B]), as veRL does. Sampling with
+``top_p < 1`` draws from a truncated, renormalised softmax; the update still scores the whole
+tempered softmax (the usual approximation: the ratio old/new is of the untruncated distributions;
+the paper samples with top_p = 1, where the two agree).
 """
 
 from __future__ import annotations
@@ -28,10 +34,14 @@ def _upcast(x: torch.Tensor) -> torch.Tensor:
 
 
 def _chunk_logprobs(
-    lm_head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, with_entropy: bool
+    lm_head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, with_entropy: bool,
+    temperature: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-prob of ``targets`` and entropy, from hidden states [N, H] -> ([N], [N]), at least fp32."""
+    """Log-prob of ``targets`` and entropy, from hidden states [N, H] -> ([N], [N]), at least fp32,
+    under logits / temperature ([N], one per position; None: 1)."""
     logits = _upcast(lm_head(hidden))
+    if temperature is not None:
+        logits = logits / temperature.to(logits.dtype)[:, None]
     logz = torch.logsumexp(logits, dim=-1)
     logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logz
     if not with_entropy:
@@ -48,27 +58,34 @@ def forward(
     response_mask: torch.Tensor,
     chunk: int,
     with_entropy: bool,
+    temperature: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(logprobs [B,T], entropy [B,T], hidden states of the predicting positions [N,H])."""
+    """(logprobs [B,T], entropy [B,T], hidden states of the predicting positions [N,H]), each
+    row's logits divided by ``temperature[b]`` (None: 1)."""
     lm = causal_lm(model)
     hidden = lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
     hidden = hidden.last_hidden_state[:, :-1]  # position t predicts token t+1
     lm_head = lm.get_output_embeddings()
     target_mask = response_mask[:, 1:].bool()
     targets = input_ids[:, 1:][target_mask]
+    temps = None if temperature is None else temperature[:, None].expand(target_mask.shape)
 
     if chunk <= 0:  # the plain path: full-vocabulary logits of every position at once
         logits = _upcast(lm_head(hidden))
+        if temps is not None:
+            logits = logits / temps.to(logits.dtype)[..., None]
         logp_all = torch.log_softmax(logits, dim=-1)
         logp = logp_all.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)[target_mask]
         ent = -(logp_all.exp() * logp_all).sum(-1)[target_mask] if with_entropy else torch.zeros_like(logp)
         selected = hidden[target_mask]
     else:
         selected = hidden[target_mask]  # [N, H], row-major over (b, t): the order masked_scatter fills
+        flat_temps = None if temps is None else temps[target_mask]
         pieces_lp, pieces_ent = [], []
         use_ckpt = torch.is_grad_enabled()
         for s in range(0, selected.shape[0], chunk):
-            args = (lm_head, selected[s : s + chunk], targets[s : s + chunk], with_entropy)
+            t = None if flat_temps is None else flat_temps[s : s + chunk]
+            args = (lm_head, selected[s : s + chunk], targets[s : s + chunk], with_entropy, t)
             if use_ckpt:
                 lp, en = checkpoint(_chunk_logprobs, *args, use_reentrant=False)
             else:
@@ -94,8 +111,10 @@ def token_logprobs(
     response_mask: torch.Tensor,
     chunk: int = 128,
     with_entropy: bool = False,
+    temperature: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probs (and entropies) of the response tokens, aligned with ``input_ids``: [B, T] each.
+    """Log-probs (and entropies) of the response tokens, aligned with ``input_ids``: [B, T] each,
+    under each row's logits / ``temperature[b]`` (None: the plain softmax).
 
     ``out[b, t]`` is log p(input_ids[b, t] | input_ids[b, :t]) where ``response_mask[b, t]`` is
     set, and 0 elsewhere. ``chunk`` > 0: the LM head runs on that many response tokens (flattened
@@ -103,7 +122,7 @@ def token_logprobs(
     full-vocabulary logits of all positions at once. Both give the same values and gradients.
     Assumes logits = lm_head(last hidden state), true of Llama/Qwen/Mistral-style causal LMs.
     """
-    logp, ent, _ = forward(model, input_ids, attention_mask, response_mask, chunk, with_entropy)
+    logp, ent, _ = forward(model, input_ids, attention_mask, response_mask, chunk, with_entropy, temperature)
     return logp, ent
 
 

@@ -60,11 +60,18 @@ def last_token_rewards(response_mask: torch.Tensor, rewards: Sequence[float]) ->
     return out
 
 
-def whiten(advantages: list[torch.Tensor], masks: list[torch.Tensor], eps: float = 1e-8) -> None:
-    """In place: mean 0, std 1 over every masked token of every micro-batch."""
-    flat = torch.cat([a[m.bool()] for a, m in zip(advantages, masks, strict=True)])
-    if flat.numel() < 2:
-        return
-    mean, std = flat.mean(), flat.std(unbiased=False)
-    for a, m in zip(advantages, masks, strict=True):
-        a.copy_(torch.where(m.bool(), (a - mean) / (std + eps), torch.zeros_like(a)))
+def whiten(advantages: list[torch.Tensor], masks: list[torch.Tensor], groups: list[list[str]] | None = None,
+           eps: float = 1e-8) -> None:
+    """In place: mean 0, std 1 over the masked tokens of every micro-batch, within each group
+    (``groups[m][b]``: the group of row b of micro-batch m; None: one group)."""
+    rows = [(m, b) for m, mask in enumerate(masks) for b in range(mask.shape[0])]
+    keys = {(m, b): (groups[m][b] if groups is not None else "") for m, b in rows}
+    for key in sorted(set(keys.values())):
+        members = [(m, b) for m, b in rows if keys[(m, b)] == key]
+        flat = torch.cat([advantages[m][b][masks[m][b].bool()] for m, b in members])
+        if flat.numel() < 2:
+            continue
+        mean, std = flat.mean(), flat.std(unbiased=False)
+        for m, b in members:
+            row, mask = advantages[m][b], masks[m][b].bool()
+            row.copy_(torch.where(mask, (row - mean) / (std + eps), torch.zeros_like(row)))

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 Reference = Callable[[], contextlib.AbstractContextManager[nn.Module]]
 """A context that yields the reference model (for a KL penalty) while it is open."""
+Compute = Callable[[], contextlib.AbstractContextManager[Any]]
+"""A context every forward pass runs in (the policy's compute precision)."""
 
 
 @dataclass
@@ -113,9 +115,13 @@ def update_step(
     algorithm: Algorithm | None = None,
     pad_id: int = 0,
     reference: Reference | None = None,
+    compute: Compute | None = None,
 ) -> UpdateStats:
     """One iteration's update: ``cfg.ppo_epochs`` optimizer steps (default 1) over ``batch``.
-    ``algorithm`` defaults to TRR++; ``reference`` to the peft model with its adapter disabled."""
+    ``algorithm`` defaults to TRR++; ``reference`` to the peft model with its adapter disabled;
+    ``compute`` (a context around every forward pass, e.g. bf16 autocast over fp32 master
+    weights) to none."""
+    compute = compute or contextlib.nullcontext
     if not batch:
         raise ValueError("update_step needs at least one sample")
     algorithm = _algorithm(cfg, algorithm, optimizer)
@@ -137,13 +143,14 @@ def update_step(
         model.eval()
         with torch.no_grad():
             for mb in mbs:
-                mb.old_logp, _, hidden = forward(model, mb.input_ids, mb.attention_mask, mb.response_mask,
-                                                 cfg.logprob_chunk, with_entropy=False)
+                with compute():
+                    mb.old_logp, _, hidden = forward(model, mb.input_ids, mb.attention_mask, mb.response_mask,
+                                                     cfg.logprob_chunk, False, mb.temperature)
                 algorithm.observe(mb, hidden)
                 if ref is not None:
-                    with ref() as ref_model:
+                    with ref() as ref_model, compute():
                         mb.ref_logp, _ = token_logprobs(ref_model, mb.input_ids, mb.attention_mask,
-                                                        mb.response_mask, cfg.logprob_chunk)
+                                                        mb.response_mask, cfg.logprob_chunk, False, mb.temperature)
         algorithm.advantages(mbs)
 
         # -- the steps
@@ -155,8 +162,9 @@ def update_step(
             for mb in mbs:
                 if not mb.response_mask.any():
                     continue  # nothing to learn from (and no graph to backpropagate through)
-                logp, ent, hidden = forward(model, mb.input_ids, mb.attention_mask, mb.response_mask,
-                                            cfg.logprob_chunk, with_entropy=True)
+                with compute():
+                    logp, ent, hidden = forward(model, mb.input_ids, mb.attention_mask, mb.response_mask,
+                                                cfg.logprob_chunk, True, mb.temperature)
                 mask = mb.response_mask.float()
                 pg_tok, clipped = clipped_surrogate(logp, mb.old_logp, mb.advantages, cfg.clip_ratio)
                 pg = (pg_tok * mask).sum() / denom
