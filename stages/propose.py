@@ -118,9 +118,9 @@ def summarize(records: list[Proposal], gen: Any, fitted: dict[str, int] | None =
 
 def run(run: Run, n: int, session: Any, *, force: bool = False, progress: Progress | None = None) -> StageSummary:
     """Write iters/N/propose/: proposals.jsonl + summary.json. Returns the summary."""
-    started = time.perf_counter()
     cfg = run.config
-    policy = session.policy_for(n)
+    policy = session.policy_for(n)  # loaded (or kept from the last stage) before the stage's clock starts
+    started = time.perf_counter()
     queries = build_queries(load_buffers(run, n - 1), cfg, stage_rng(cfg.run.seed, n, "propose"), n)
     queries, fitted = fit_prompts(queries, cfg, lambda q: prompt_tokens(policy, q))
     gen = generate(policy, queries, cfg.propose, derive_seed(cfg.run.seed, n, "propose", "gen"), progress)

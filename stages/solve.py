@@ -119,6 +119,9 @@ def summarize(rollouts: list[Rollout], gen: Any, check_s: float, extra: dict[str
     for purpose in ("learnability", "train"):
         rs = [r for r in rollouts if r.purpose == purpose]
         m[f"{purpose}/count"] = len(rs)
+        if rs:
+            m[f"{purpose}/accuracy"] = share(r.correct for r in rs)
+            m[f"{purpose}/format_ok"] = share(r.format_ok for r in rs)
         for t in TASK_TYPES:
             sub = [r for r in rs if r.type == t]
             if sub:
@@ -137,10 +140,10 @@ def summarize(rollouts: list[Rollout], gen: Any, check_s: float, extra: dict[str
 
 def run(run: Run, n: int, session: Any, *, force: bool = False, progress: Progress | None = None) -> StageSummary:
     """Write iters/N/solve/: rollouts.jsonl + summary.json."""
-    started = time.perf_counter()
     cfg = run.config
+    policy = session.policy_for(n)  # loaded (or kept from the last stage) before the stage's clock starts
+    started = time.perf_counter()
     new = run.read(n, "validate", "tasks.jsonl", Task)
-    policy = session.policy_for(n)
     queries = build_queries(new, load_buffers(run, n), cfg, stage_rng(cfg.run.seed, n, "solve"), n)
     queries, fitted = fit_prompts(queries, cfg.solve.max_prompt_tokens, lambda q: prompt_tokens(policy, q))
     gen = generate(policy, queries, cfg.solve, derive_seed(cfg.run.seed, n, "solve", "gen"), progress)

@@ -13,10 +13,19 @@ from typing import Any
 
 from stages.errors import EvalError
 from stages.evaluation.scoring import score, summarize
-from stages.evaluation.suites import load_items
+from stages.evaluation.suites import Item, load_items
+from stages.method.prompts import solver_turns
 from stages.method.tasks import derive_seed, iteration_tag
 from stages.rundir.jsonl import read_json, write_json
 from stages.rundir.run import Run
+
+
+def item_turns(item: Item, demonstrations: bool) -> list[tuple[str, str]]:
+    """The item as the run's solver would be asked it: an output or input prediction shows the
+    solver's worked example first when the run trains with ``solve.demonstrations``."""
+    if demonstrations and item.kind in ("deduction", "abduction"):
+        return solver_turns(item.kind, program=item.program, inputs=[item.input], outputs=[item.output])
+    return [("user", item.prompt)]
 
 
 def eval_path(run: Run, suite: str, iteration: int | None) -> Path:
@@ -40,7 +49,7 @@ def evaluate(
     cfg = run.config
     items = load_items(suite, sandbox, cfg.sandbox, data, limit)
     gen = policy.generate(
-        [policy.wrap(i.prompt) for i in items],
+        [policy.wrap_turns(item_turns(i, cfg.solve.demonstrations)) for i in items],
         max_new_tokens=cfg.eval.max_new_tokens, temperature=0.0, top_p=1.0,
         seed=derive_seed(cfg.run.seed, "eval", suite), batch_size=cfg.solve.generation_batch_size,
         progress=progress,
@@ -61,6 +70,8 @@ def evaluate(
         "check_s": round(time.perf_counter() - check_start, 3),
         "tokens": gen.tokens,
         "max_new_tokens": cfg.eval.max_new_tokens,
+        "prompt_format": policy.prompt_format,
+        "demonstrations": cfg.solve.demonstrations,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "results": results,
     }

@@ -40,6 +40,8 @@ class Algorithm:
     """The hooks of the shared step; the defaults are those of an algorithm without a critic."""
 
     name = ""
+    observes = False
+    """Whether :meth:`observe` needs the behaviour policy's pass before any step."""
 
     def modules(self) -> list[nn.Module]:
         """Extra trained modules (besides the policy)."""
@@ -105,6 +107,7 @@ def make_value_head(model: nn.Module) -> ValueHead:
 
 class PPO(Algorithm):
     name = "ppo"
+    observes = True
 
     def __init__(self, cfg: PPOConfig, model: nn.Module, clip: float):
         self.cfg = cfg
