@@ -287,3 +287,14 @@ def test_run_avoiding_never_uses_the_avoided_worker():
         got = pool.run_avoiding([("def f(a):\n    return a", str(i)) for i in range(30)], avoid)
     assert all(r.status is Status.ok and r.worker != w for r, w in zip(got, avoid, strict=True))
     assert [r.value_repr for r in got] == [str(i) for i in range(30)]
+
+
+# --- azr doctor proves it on this machine -------------------------------------------------------
+def test_doctor_probe_says_the_verdict_cannot_be_forged(sb):
+    from sandbox.doctor import _FORGE_JOBS, _probe_forge
+
+    probe = _probe_forge(sb.run_many(_FORGE_JOBS))
+    assert probe.name == "verdict cannot be forged" and probe.passed, probe.detail
+    from sandbox import ExecResult
+
+    assert not _probe_forge([ExecResult(status=Status.ok, value_repr="42")]).passed
