@@ -144,11 +144,11 @@ def _value_problem(text, limits):
 
 
 # --- the child ------------------------------------------------------------------------------------
-def _set_limits(limits):
+def _rlimits(limits):
+    """The (resource, value) pairs a child sets on itself, computed once per request frame."""
     mb = 1024 * 1024
-    cpu = int(limits["timeout"]) + 1
     values = [
-        (resource.RLIMIT_CPU, cpu),
+        (resource.RLIMIT_CPU, int(limits["timeout"]) + 1),
         (resource.RLIMIT_NOFILE, limits["nofile"]),
         (resource.RLIMIT_FSIZE, limits["fsize_mb"] * mb),
         (resource.RLIMIT_CORE, 0),
@@ -157,26 +157,26 @@ def _set_limits(limits):
         values.append((resource.RLIMIT_AS, limits["memory_mb"] * mb))
     if limits["nproc"] > 0:
         values.append((resource.RLIMIT_NPROC, limits["nproc"]))
-    for which, value in values:
-        resource.setrlimit(which, (value, value))
+    return tuple((which, (value, value)) for which, value in values)
 
 
-def _make_epilogue(limits, want_value):
-    """The only code that writes a result frame: a closure over a fresh nonce and every builtin it
-    uses, made in the parent before the fork (see the module docstring). Returns the two ways a
-    program ends (`returned(value)`, `failed(kind, text, code)`) and `nonce_of()` for the parent,
-    so that no frame of the parent holds the nonce while the child is forked."""
-    nonce = os.urandom(_NONCE_BYTES)
-    _type, _len, _repr, _id, _set, _bytes = type, len, repr, id, set, bytes
+def _epilogue_factory():
+    """Build, once at start-up (before any program runs), the maker of per-job epilogues.
+
+    The epilogue is the only code that writes a result frame. Every builtin it uses is captured
+    here in closure cells (shared by all jobs), and each job's nonce in cells of its own, so
+    patching module globals, `builtins` or this worker's functions from the child changes nothing
+    it does (see the module docstring)."""
+    _type, _len, _repr, _id, _set = type, len, repr, id, set
     _str_encode, _int_to_bytes, _dict_items = str.encode, int.to_bytes, dict.items
-    _write, _exit = os.write, os._exit
+    _urandom, _write, _exit = os.urandom, os.write, os._exit
     _gc_disable, _settrace, _setprofile = gc.disable, sys.settrace, sys.setprofile
     _stdout, _stderr = sys.stdout, sys.stderr
-    _none, _bool, _int, _float, _complex, _str = type(None), bool, int, float, complex, str
+    _none, _bool, _int, _float, _complex, _str, _bytes = type(None), bool, int, float, complex, str, bytes
     _list, _tuple, _dict, _set_type = list, tuple, dict, set
-    max_depth, max_chars = limits["max_depth"], limits["max_value_chars"]
+    _base_exception = BaseException
 
-    def is_literal(value):
+    def is_literal(value, max_depth):
         # Identity tests only: a metaclass with a lying __eq__ cannot pass for a builtin type.
         stack = [(value, 0)]
         seen = _set()
@@ -203,48 +203,60 @@ def _make_epilogue(limits, want_value):
             return False
         return True
 
-    def send(kind, text, code):
-        try:
-            payload = _str_encode(text, "utf-8", "replace")
-            data = nonce + kind + _int_to_bytes(_len(payload), 4, "big") + payload
-            while data:
-                data = data[_write(3, data):]
-        except BaseException:
-            code = 71
-        _exit(code)
-
     def flush():
         for stream in (_stdout, _stderr):
             try:  # noqa: SIM105 (contextlib.suppress would be looked up at call time: patchable)
                 stream.flush()
-            except BaseException:
+            except _base_exception:
                 pass
 
-    def returned(value):
-        flush()
-        try:
-            _gc_disable()  # no finalizer of the program may run between the check and the repr
-            _settrace(None)
-            _setprofile(None)
-            if not want_value:
-                send(b"V", "", 0)
-            if not is_literal(value):
-                send(b"L", "value of type " + _type(value).__name__, 1)
-            text = _repr(value)
-            if _len(text) > max_chars:
-                send(b"G", "repr has " + _repr(_len(text)) + " chars", 1)
-            send(b"V", text, 0)
-        except BaseException:
-            send(b"E", "the value could not be reported", 1)
+    def make(limits, want_value):
+        """A fresh nonce and the two ways a program ends (`returned(value)`, `failed(kind, text,
+        code)`), plus `nonce_of()` for the parent: made in the parent before the fork, so that no
+        frame of the parent holds the nonce while the child is forked."""
+        nonce = _urandom(_NONCE_BYTES)
+        max_depth, max_chars = limits["max_depth"], limits["max_value_chars"]
 
-    def failed(kind, text, code):
-        flush()
-        send(kind, text[:_ERROR_CHARS], code)
+        def send(kind, text, code):
+            try:
+                payload = _str_encode(text, "utf-8", "replace")
+                data = nonce + kind + _int_to_bytes(_len(payload), 4, "big") + payload
+                while data:
+                    data = data[_write(3, data):]
+            except _base_exception:
+                code = 71
+            _exit(code)
 
-    def nonce_of():
-        return nonce
+        def returned(value):
+            flush()
+            try:
+                _gc_disable()  # no finalizer of the program may run between the check and the repr
+                _settrace(None)
+                _setprofile(None)
+                if not want_value:
+                    send(b"V", "", 0)
+                if not is_literal(value, max_depth):
+                    send(b"L", "value of type " + _type(value).__name__, 1)
+                text = _repr(value)
+                if _len(text) > max_chars:
+                    send(b"G", "repr has " + _repr(_len(text)) + " chars", 1)
+                send(b"V", text, 0)
+            except _base_exception:
+                send(b"E", "the value could not be reported", 1)
 
-    return returned, failed, nonce_of
+        def failed(kind, text, code):
+            flush()
+            send(kind, text[:_ERROR_CHARS], code)
+
+        def nonce_of():
+            return nonce
+
+        return returned, failed, nonce_of
+
+    return make
+
+
+_make_epilogue = _epilogue_factory()
 
 
 def _run_program(code, args, returned, failed):
@@ -278,7 +290,7 @@ def _run_program(code, args, returned, failed):
     returned(value)
 
 
-def _child(limits, code, args, notes, fds, returned, failed):
+def _child(limits, code, args, notes, fds, returned, failed, setrlimit=resource.setrlimit):
     """Run one program in the forked child; never returns."""
     out_w, err_w, res_w = fds
     os.setsid()
@@ -288,7 +300,8 @@ def _child(limits, code, args, notes, fds, returned, failed):
     os.dup2(res_w, 3)
     os.closerange(4, 1 << 16)
     try:
-        _set_limits(limits)
+        for which, pair in limits["rlimits"]:
+            setrlimit(which, pair)
     except (OSError, ValueError) as exc:
         failed(b"E", f"cannot set the limits: {exc}", 1)
     if notes:
@@ -302,6 +315,13 @@ def _reply(status, seconds=0.0, exit_code=None, value=None, error=None, detail=N
             "exit_code": exit_code, "error": error, "detail": detail}
 
 
+_NOTES = []  # compile warnings of the program being prepared, shown on its stderr
+
+
+def _note_warning(message, category, filename, lineno, file=None, line=None):
+    _NOTES.append(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def _prepare(limits, source, args_text):
     """Parse the arguments and compile the program here, before the fork: both run nothing of
     the program, and the child then has less to do. Returns (code, args, notes) or a reply."""
@@ -312,17 +332,19 @@ def _prepare(limits, source, args_text):
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as exc:
             what = exc.msg if isinstance(exc, SyntaxError) else str(exc) or type(exc).__name__
             return _reply("error", error=f"bad input: {what}"[:_ERROR_CHARS])
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            code = compile(source, "<program>", "exec", dont_inherit=True)
-        except MemoryError:
-            return _reply("memory", error="MemoryError while compiling the program")
-        except (SyntaxError, ValueError, RecursionError) as exc:
-            lines = traceback.format_exception_only(type(exc), exc)
-            return _reply("error", exit_code=1, error=lines[-1].strip()[:_ERROR_CHARS],
-                          stderr="".join(lines)[: limits["max_stderr"]])
-    notes = "".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno) for w in caught)
+    shown, warnings.showwarning = warnings.showwarning, _note_warning  # cheaper than catch_warnings
+    try:
+        code = compile(source, "<program>", "exec", dont_inherit=True)
+    except MemoryError:
+        return _reply("memory", error="MemoryError while compiling the program")
+    except (SyntaxError, ValueError, RecursionError) as exc:
+        lines = traceback.format_exception_only(type(exc), exc)
+        return _reply("error", exit_code=1, error=lines[-1].strip()[:_ERROR_CHARS],
+                      stderr="".join(lines)[: limits["max_stderr"]])
+    finally:
+        warnings.showwarning = shown
+        notes = "".join(_NOTES)
+        _NOTES.clear()
     return code, args, notes
 
 
@@ -485,6 +507,7 @@ def main():
         if req is None:
             return
         limits = req["limits"]
+        limits["rlimits"] = _rlimits(limits)
         for source, args_text in req["jobs"]:
             try:
                 reply = _handle(limits, source, args_text)

@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -35,6 +35,7 @@ from sandbox.result import ExecResult, Status
 _log = logging.getLogger("azr.sandbox")
 _GRACE_S = 10.0  # beyond the program's own timeout, for the worker's fork, kill and reply
 _PIPELINE = 4  # jobs queued at one worker at most; refilled when half of them are done
+_STEAL_AFTER_S = 0.05  # an idle worker copies a job queued behind one running this long
 
 
 class UnsafeSandboxWarning(UserWarning):
@@ -278,6 +279,10 @@ class Sandbox:
         self.cfg = cfg
         self.size = max(2, cfg.workers or os.cpu_count() or 1)
         self._workers: list[_WorkerProcess | None] = []
+        # Per worker, the replies it still owes, in order: (run_many serial, job index).
+        self._owed: list[collections.deque[tuple[int, int]]] = [collections.deque() for _ in range(self.size)]
+        self._head_since = [0.0] * self.size
+        self._serial = 0
         self._lock = threading.Lock()
         try:
             for _ in range(self.size):
@@ -309,6 +314,7 @@ class Sandbox:
             return _Dispatch(self, jobs, avoid).run()
 
     def _restart(self, w: int) -> _WorkerProcess:
+        self._owed[w].clear()
         old, self._workers[w] = self._workers[w], None
         if old is not None:
             old.close()
@@ -336,16 +342,21 @@ class Sandbox:
 class _Dispatch:
     """One run_many: a single-threaded loop over all workers of the pool.
 
-    Each worker gets its jobs in small batches and always has the next ones queued (up to
-    _PIPELINE in flight), so it never waits for the host between programs; replies come back one
-    per job. A job with `avoid` set never goes to that worker (the determinism check's second run
-    happens in another interpreter). A worker that dies, hangs past the job's timeout plus a grace,
-    or breaks its framing is killed and replaced: the job it was running is a sandbox_error, the
-    jobs queued behind it run again elsewhere."""
+    Jobs are dealt to the workers one at a time in turn, and each worker always has the next ones
+    queued (up to _PIPELINE in flight), so it never waits for the host between programs; replies
+    come back one per job, in order. A job with `avoid` set never goes to that worker (the
+    determinism check's second run happens in another interpreter). When a worker has nothing
+    left to do while another has jobs queued behind one that has run for a while (a timeout in the
+    making), it runs a copy of such a job: the first reply counts, the other is dropped when it
+    comes (the pool remembers, per worker, which replies it still owes, across calls). A worker
+    that dies, hangs past the job's timeout plus a grace, or breaks its framing is killed and
+    replaced: the job it was running is a sandbox_error, the jobs queued behind it run elsewhere."""
 
     def __init__(self, sb: Sandbox, jobs: list[Job], avoid: list[int | None]) -> None:
-        self.sb, self.jobs, self.avoid = sb, jobs, avoid
+        sb._serial += 1
+        self.sb, self.jobs, self.avoid, self.serial = sb, jobs, avoid, sb._serial
         self.results: list[ExecResult | None] = [None] * len(jobs)
+        self.copies = [0] * len(jobs)  # workers a job was sent to
         self.shared: collections.deque[int] = collections.deque()
         self.avoiding: dict[int, collections.deque[int]] = {}
         for i, w in enumerate(avoid):
@@ -353,8 +364,6 @@ class _Dispatch:
                 self.shared.append(i)
             else:
                 self.avoiding.setdefault(w, collections.deque()).append(i)
-        self.inflight: list[collections.deque[int]] = [collections.deque() for _ in range(sb.size)]
-        self.head_since = [0.0] * sb.size
         self.left = len(jobs)
         self.wait_s = sb.cfg.timeout_s + _GRACE_S
 
@@ -366,42 +375,81 @@ class _Dispatch:
 
     def _put_back(self, i: int) -> None:
         w = self.avoid[i]
-        (self.shared if w is None or not 0 <= w < self.sb.size else self.avoiding[w]).appendleft(i)
+        (self.shared if w is None or not 0 <= w < self.sb.size else self.avoiding.setdefault(w, collections.deque())).appendleft(i)
 
-    def _fill(self, w: int, now: float) -> None:
-        inflight = self.inflight[w]
-        if len(inflight) > _PIPELINE // 2:
-            return
-        fair = -(-self.left // self.sb.size)  # keep the tail spread over all workers
-        batch: list[int] = []
-        while len(inflight) + len(batch) < _PIPELINE and len(batch) < max(1, fair):
-            i = self._take(w)
-            if i is None:
-                break
-            batch.append(i)
-        if not batch:
-            return
-        worker = self.sb._workers[w]
+    def _stealable(self, w: int) -> Iterator[tuple[int, int]]:
+        """(worker, job) pairs: a job queued (not running) at another worker that w may copy."""
+        sb = self.sb
+        for v in sorted(range(sb.size), key=lambda v: -len(sb._owed[v])):
+            if v == w or len(sb._owed[v]) < 2:
+                continue
+            for serial, i in list(sb._owed[v])[:0:-1]:
+                if serial == self.serial and self.results[i] is None and self.copies[i] == 1 and self.avoid[i] != w:
+                    yield v, i
+
+    def _steal(self, w: int, now: float) -> int | None:
+        """A job queued behind a long-running one at another worker, to run a copy of here."""
+        return next((i for v, i in self._stealable(w) if now - self.sb._head_since[v] >= _STEAL_AFTER_S), None)
+
+    def _next_steal_at(self, now: float) -> float | None:
+        """When an idle worker may next copy a job (so the loop wakes up for it), if ever."""
+        sb = self.sb
+        times = [sb._head_since[v] + _STEAL_AFTER_S for w in range(sb.size) if not sb._owed[w]
+                 for v, _ in self._stealable(w)]
+        future = [t for t in times if t > now]
+        return min(future) if future else None
+
+    def _send(self, w: int, batch: list[int], now: float) -> None:
+        sb = self.sb
+        worker = sb._workers[w]
         if worker is None or worker.proc.poll() is not None:  # died between programs: replace first
-            worker = self.sb._restart(w)
-        if not inflight:
-            self.head_since[w] = now
-        inflight.extend(batch)
-        if not worker.queue(_frame(self.sb.cfg, [self.jobs[i] for i in batch])):
+            worker = sb._restart(w)
+        if not sb._owed[w]:
+            sb._head_since[w] = now
+        for i in batch:
+            sb._owed[w].append((self.serial, i))
+            self.copies[i] += 1
+        if not worker.queue(_frame(sb.cfg, [self.jobs[i] for i in batch])):
             self._fail(w, "the worker died; it was replaced")
 
+    def _fill(self, now: float) -> None:
+        """Deal jobs to the workers one at a time in turn, then send each worker its batch."""
+        sb = self.sb
+        batches: list[list[int]] = [[] for _ in range(sb.size)]
+        wanting = [w for w in range(sb.size) if len(sb._owed[w]) <= _PIPELINE // 2]
+        while wanting:
+            for w in list(wanting):
+                i = self._take(w) if len(sb._owed[w]) + len(batches[w]) < _PIPELINE else None
+                if i is None:
+                    wanting.remove(w)
+                else:
+                    batches[w].append(i)
+        for w in range(sb.size):
+            if not batches[w] and not sb._owed[w]:
+                stolen = self._steal(w, now)
+                if stolen is not None:
+                    batches[w].append(stolen)
+            if batches[w]:
+                self._send(w, batches[w], now)
+
     def _fail(self, w: int, why: str) -> None:
-        inflight = self.inflight[w]
-        if inflight:
-            head = inflight.popleft()
-            self._done(head, ExecResult(status=Status.sandbox_error, detail=why, worker=w))
-        while inflight:
-            self._put_back(inflight.pop())
+        owed = self.sb._owed[w]
+        if owed:
+            serial, head = owed.popleft()
+            if serial == self.serial and self.results[head] is None:
+                self.copies[head] -= 1
+                if self.copies[head] == 0:  # no other copy is still on its way
+                    self._done(head, ExecResult(status=Status.sandbox_error, detail=why, worker=w))
+        for serial, i in owed:
+            self.copies[i] -= serial == self.serial
+            if serial == self.serial and self.results[i] is None and self.copies[i] == 0:
+                self._put_back(i)
         self.sb._restart(w)
 
     def _done(self, i: int, result: ExecResult) -> None:
-        self.results[i] = result
-        self.left -= 1
+        if self.results[i] is None:
+            self.results[i] = result
+            self.left -= 1
 
     def run(self) -> list[ExecResult]:
         sb = self.sb
@@ -410,9 +458,8 @@ class _Dispatch:
                 sb._restart(w)
         while self.left:
             now = time.monotonic()
-            for w in range(sb.size):
-                self._fill(w, now)
-            busy = [w for w in range(sb.size) if self.inflight[w]]
+            self._fill(now)
+            busy = [w for w in range(sb.size) if sb._owed[w]]
             if not busy:
                 break  # nothing runnable is left (cannot happen with two or more workers)
             poller = select.poll()
@@ -424,30 +471,33 @@ class _Dispatch:
                 poller.register(worker.stdout_fd, select.POLLIN)
                 if worker.wants_write:
                     poller.register(worker.stdin_fd, select.POLLOUT)
-            deadline = min(self.head_since[w] for w in busy) + self.wait_s
+            deadline = min(sb._head_since[w] for w in busy) + self.wait_s
+            if len(busy) < sb.size and (steal_at := self._next_steal_at(now)) is not None:
+                deadline = min(deadline, steal_at)
             ready = poller.poll(max(0.0, deadline - now) * 1000 + 1)
             now = time.monotonic()
             for fd, _ in ready:
                 w = owner[fd]
                 worker = sb._workers[w]
-                if worker is None or not self.inflight[w]:
+                if worker is None or not sb._owed[w]:
                     continue
                 if fd == worker.stdin_fd:
                     if not worker.flush():
                         self._fail(w, "the worker died; it was replaced")
                     continue
                 alive = worker.pump()
-                while worker.frames and self.inflight[w]:
-                    i = self.inflight[w].popleft()
-                    args = self.jobs[i][1]
-                    self._done(i, _to_result(worker.frames.popleft(), w, want_value=args is not None,
-                                             max_value_chars=sb.cfg.max_output_chars))
-                    self.head_since[w] = now
+                while worker.frames and sb._owed[w]:
+                    serial, i = sb._owed[w].popleft()
+                    reply = worker.frames.popleft()
+                    sb._head_since[w] = now
+                    if serial == self.serial and self.results[i] is None:
+                        self._done(i, _to_result(reply, w, want_value=self.jobs[i][1] is not None,
+                                                 max_value_chars=sb.cfg.max_output_chars))
                 worker.frames.clear()
                 if not alive:
                     self._fail(w, "the worker died or broke its framing; it was replaced")
             for w in busy:
-                if self.inflight[w] and now - self.head_since[w] > self.wait_s:
+                if sb._owed[w] and now - sb._head_since[w] > self.wait_s:
                     self._fail(w, "the worker hung; it was replaced")
         return [r if r is not None else ExecResult(status=Status.sandbox_error, detail="not run") for r in self.results]
 
