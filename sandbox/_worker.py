@@ -55,6 +55,7 @@ _NONCE_BYTES = 16
 _HEAD = _NONCE_BYTES + 1 + 4  # nonce, kind, payload length
 _KINDS = b"VEMXLG"  # value, error, memory, system exit, not a literal, too long
 _ERROR_CHARS = 500
+_COALESCE_S = 0.005  # longest a finished job's reply waits for the next ones to go with it
 _EMPTY_STDIN = None  # the read end of a pipe whose write end is closed: an empty stdin for every child
 
 
@@ -77,8 +78,24 @@ def _recv():
 
 
 def _send(obj):
-    data = json.dumps(obj).encode()
-    data = struct.pack(">I", len(data)) + data
+    _send_all([obj])
+
+
+_PENDING = []  # finished jobs' replies not sent yet
+_PENDING_UNTIL = [0.0]  # when they must go at the latest
+
+
+def _flush_replies():
+    _send_all(_PENDING)
+    _PENDING.clear()
+
+
+def _send_all(objs):
+    chunks = []
+    for obj in objs:
+        body = json.dumps(obj).encode()
+        chunks += (struct.pack(">I", len(body)), body)
+    data = b"".join(chunks)
     while data:
         data = data[os.write(1, data):]
 
@@ -453,6 +470,11 @@ def _handle(limits, source, args_text):
             break
         if exited and not open_fds:
             break
+        if _PENDING and not exited:  # a slow job: send the quick ones' replies before waiting on
+            remaining = min(remaining, _PENDING_UNTIL[0] - time.monotonic())
+            if remaining <= 0:
+                _flush_replies()
+                continue
         ready = poller.poll(0 if exited else max(1, int(remaining * 1000 + 0.999)))
         if exited and not ready:
             break
@@ -508,12 +530,19 @@ def main():
             return
         limits = req["limits"]
         limits["rlimits"] = _rlimits(limits)
+        # Replies of quick jobs travel together (one write, one wake-up of the host): they wait for
+        # the end of the frame, or _COALESCE_S at most (the wait for a slow job sends them then).
         for source, args_text in req["jobs"]:
+            if _PENDING and time.monotonic() > _PENDING_UNTIL[0]:
+                _flush_replies()
             try:
                 reply = _handle(limits, source, args_text)
             except MemoryError:
                 reply = _reply("sandbox_error", detail="the worker ran out of memory")
-            _send(reply)
+            if not _PENDING:
+                _PENDING_UNTIL[0] = time.monotonic() + _COALESCE_S
+            _PENDING.append(reply)
+        _flush_replies()
         if once:
             return
 

@@ -123,7 +123,7 @@ class _WorkerProcess:
     def pump(self) -> bool:
         """Read what the worker wrote and split it into frames; False on EOF or a broken stream."""
         try:
-            chunk = os.read(self.stdout_fd, 1 << 20)
+            chunk = os.read(self.stdout_fd, 65536)  # under glibc's mmap threshold: no mmap per read
         except BlockingIOError:
             return True
         except OSError:
@@ -279,8 +279,9 @@ class Sandbox:
         self.cfg = cfg
         self.size = max(2, cfg.workers or os.cpu_count() or 1)
         self._workers: list[_WorkerProcess | None] = []
-        # Per worker, the replies it still owes, in order: (run_many serial, job index).
-        self._owed: list[collections.deque[tuple[int, int]]] = [collections.deque() for _ in range(self.size)]
+        # Per worker, the replies it still owes, in order: (run_many serial, job index, frame number).
+        self._owed: list[collections.deque[tuple[int, int, int]]] = [collections.deque() for _ in range(self.size)]
+        self._frames = 0
         self._head_since = [0.0] * self.size
         self._serial = 0
         self._lock = threading.Lock()
@@ -350,13 +351,16 @@ class _Dispatch:
     making), it runs a copy of such a job: the first reply counts, the other is dropped when it
     comes (the pool remembers, per worker, which replies it still owes, across calls). A worker
     that dies, hangs past the job's timeout plus a grace, or breaks its framing is killed and
-    replaced: the job it was running is a sandbox_error, the jobs queued behind it run elsewhere."""
+    replaced; the jobs of the frame it was on run again, each alone, and a job that was in the
+    frame of two such workers is a sandbox_error (the worker sends quick jobs' replies together,
+    so the job that broke it is one of that frame's)."""
 
     def __init__(self, sb: Sandbox, jobs: list[Job], avoid: list[int | None]) -> None:
         sb._serial += 1
         self.sb, self.jobs, self.avoid, self.serial = sb, jobs, avoid, sb._serial
         self.results: list[ExecResult | None] = [None] * len(jobs)
-        self.copies = [0] * len(jobs)  # workers a job was sent to
+        self.copies = [0] * len(jobs)  # workers a job is on its way at
+        self.tries = [0] * len(jobs)  # times a job was in the frame a worker died in
         self.shared: collections.deque[int] = collections.deque()
         self.avoiding: dict[int, collections.deque[int]] = {}
         for i, w in enumerate(avoid):
@@ -383,7 +387,7 @@ class _Dispatch:
         for v in sorted(range(sb.size), key=lambda v: -len(sb._owed[v])):
             if v == w or len(sb._owed[v]) < 2:
                 continue
-            for serial, i in list(sb._owed[v])[:0:-1]:
+            for serial, i, _ in list(sb._owed[v])[:0:-1]:
                 if serial == self.serial and self.results[i] is None and self.copies[i] == 1 and self.avoid[i] != w:
                     yield v, i
 
@@ -400,23 +404,33 @@ class _Dispatch:
         return min(future) if future else None
 
     def _send(self, w: int, batch: list[int], now: float) -> None:
+        """Send a batch in one frame; a job that was in a dying worker's frame goes in one alone."""
         sb = self.sb
         worker = sb._workers[w]
         if worker is None or worker.proc.poll() is not None:  # died between programs: replace first
             worker = sb._restart(w)
         if not sb._owed[w]:
             sb._head_since[w] = now
-        for i in batch:
-            sb._owed[w].append((self.serial, i))
-            self.copies[i] += 1
-        if not worker.queue(_frame(sb.cfg, [self.jobs[i] for i in batch])):
+        frames = [[i] for i in batch if self.tries[i]]
+        if plain := [i for i in batch if not self.tries[i]]:
+            frames.append(plain)
+        data = []
+        for frame in frames:
+            sb._frames += 1
+            for i in frame:
+                sb._owed[w].append((self.serial, i, sb._frames))
+                self.copies[i] += 1
+            data.append(_frame(sb.cfg, [self.jobs[i] for i in frame]))
+        if not worker.queue(b"".join(data)):
             self._fail(w, "the worker died; it was replaced")
 
     def _fill(self, now: float) -> None:
         """Deal jobs to the workers one at a time in turn, then send each worker its batch."""
         sb = self.sb
-        batches: list[list[int]] = [[] for _ in range(sb.size)]
         wanting = [w for w in range(sb.size) if len(sb._owed[w]) <= _PIPELINE // 2]
+        if not wanting:
+            return
+        batches: list[list[int]] = [[] for _ in range(sb.size)]
         while wanting:
             for w in list(wanting):
                 i = self._take(w) if len(sb._owed[w]) + len(batches[w]) < _PIPELINE else None
@@ -433,17 +447,24 @@ class _Dispatch:
                 self._send(w, batches[w], now)
 
     def _fail(self, w: int, why: str) -> None:
+        """Replace a dead or stuck worker. The jobs of the frame it was working on (it may hold
+        their replies, and one of them is what went wrong) are suspects: each runs again alone, and
+        one that was there twice is a sandbox_error; later frames never started and run again."""
         owed = self.sb._owed[w]
-        if owed:
-            serial, head = owed.popleft()
-            if serial == self.serial and self.results[head] is None:
-                self.copies[head] -= 1
-                if self.copies[head] == 0:  # no other copy is still on its way
-                    self._done(head, ExecResult(status=Status.sandbox_error, detail=why, worker=w))
-        for serial, i in owed:
-            self.copies[i] -= serial == self.serial
-            if serial == self.serial and self.results[i] is None and self.copies[i] == 0:
-                self._put_back(i)
+        head_frame = owed[0][2] if owed else None
+        again: list[int] = []
+        for serial, i, frame in owed:
+            if serial != self.serial or self.results[i] is not None:
+                continue
+            self.copies[i] -= 1
+            self.tries[i] += frame == head_frame
+            if self.copies[i] == 0:  # no other copy is still on its way
+                if self.tries[i] >= 2:
+                    self._done(i, ExecResult(status=Status.sandbox_error, detail=why, worker=w))
+                else:
+                    again.append(i)
+        for i in reversed(again):  # back at the front, in their order
+            self._put_back(i)
         self.sb._restart(w)
 
     def _done(self, i: int, result: ExecResult) -> None:
@@ -451,26 +472,40 @@ class _Dispatch:
             self.results[i] = result
             self.left -= 1
 
+    def _watch(self, poller: select.poll, watched: dict[int, tuple[int, int]]) -> dict[int, int]:
+        """Keep `poller` on every worker's stdout (and stdin while a request is half written)."""
+        owner: dict[int, int] = {}
+        for w, worker in enumerate(self.sb._workers):
+            assert worker is not None
+            want = (worker.stdout_fd, worker.stdin_fd if worker.wants_write else -1)
+            if watched.get(w) != want:
+                for fd in watched.get(w, ()):
+                    if fd >= 0:
+                        with contextlib.suppress(KeyError):
+                            poller.unregister(fd)
+                poller.register(want[0], select.POLLIN)
+                if want[1] >= 0:
+                    poller.register(want[1], select.POLLOUT)
+                watched[w] = want
+            owner[want[0]] = w
+            if want[1] >= 0:
+                owner[want[1]] = w
+        return owner
+
     def run(self) -> list[ExecResult]:
         sb = self.sb
         for w, worker in enumerate(sb._workers):
             if worker is None or worker.proc.poll() is not None:
                 sb._restart(w)
+        poller = select.poll()
+        watched: dict[int, tuple[int, int]] = {}
         while self.left:
             now = time.monotonic()
             self._fill(now)
             busy = [w for w in range(sb.size) if sb._owed[w]]
             if not busy:
                 break  # nothing runnable is left (cannot happen with two or more workers)
-            poller = select.poll()
-            owner: dict[int, int] = {}
-            for w in busy:
-                worker = sb._workers[w]
-                assert worker is not None
-                owner[worker.stdout_fd] = owner[worker.stdin_fd] = w
-                poller.register(worker.stdout_fd, select.POLLIN)
-                if worker.wants_write:
-                    poller.register(worker.stdin_fd, select.POLLOUT)
+            owner = self._watch(poller, watched)
             deadline = min(sb._head_since[w] for w in busy) + self.wait_s
             if len(busy) < sb.size and (steal_at := self._next_steal_at(now)) is not None:
                 deadline = min(deadline, steal_at)
@@ -479,15 +514,15 @@ class _Dispatch:
             for fd, _ in ready:
                 w = owner[fd]
                 worker = sb._workers[w]
-                if worker is None or not sb._owed[w]:
-                    continue
+                if worker is None or fd not in (worker.stdin_fd, worker.stdout_fd):
+                    continue  # replaced earlier in this round
                 if fd == worker.stdin_fd:
                     if not worker.flush():
                         self._fail(w, "the worker died; it was replaced")
                     continue
                 alive = worker.pump()
                 while worker.frames and sb._owed[w]:
-                    serial, i = sb._owed[w].popleft()
+                    serial, i, _ = sb._owed[w].popleft()
                     reply = worker.frames.popleft()
                     sb._head_since[w] = now
                     if serial == self.serial and self.results[i] is None:
