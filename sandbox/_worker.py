@@ -4,7 +4,8 @@ The host reads this file as text and starts it with `python -I -S -c <source>`, 
 import anything from `sandbox`. Protocol on fds 0/1: 4-byte big-endian length + a JSON object.
 The worker first sends a hello; then each request frame carries the limits and a batch of jobs
 (`{"limits": {...}, "jobs": [[source, args], ...]}`), and the worker answers every job with one
-reply frame, in order, as soon as that job is done.
+reply frame, in order; the replies of quick jobs are written together (at the end of the request
+frame, or 5 ms after the first of them at the latest), so the host wakes once for several.
 
 Who decides what. For each job the worker (the parent) parses the argument list (literals only)
 and compiles the source, then forks a child that lowers its own rlimits and runs the program.
@@ -28,9 +29,10 @@ value that reaches the host is always a literal within the caps.
 
 The limit, honestly: a value is necessarily reported by the process that computed it. What this
 design guarantees is that user code can neither choose the status nor produce a frame without
-the introspection the static checks forbid (frames, closures, gc, the `sys` and `os` modules);
-a program that got that far could at most report a literal value of its choice, never turn a
-timeout, a crash, a non-literal value or an over-long output into `ok`.
+the introspection the static checks forbid (frames, closures, gc, the `sys` and `os` modules).
+A program that got that far could at most report a literal of its choice (within the caps) as
+its value; it could still never turn a timeout, a crash, a signal or an output over its caps
+into `ok`, and never get a text that is not a literal, or is too long, past the parent.
 
 After each job the worker kills every other process in the jail: the worker is pid 1 in its pid
 namespace, so `kill(-1, SIGKILL)` reaches exactly the jail's other processes. Outside a pid
