@@ -95,6 +95,9 @@ def _flush_replies():
 def _send_all(objs):
     chunks = []
     for obj in objs:
+        for key, text in obj.items():  # only valid text goes to the host (no lone surrogates)
+            if type(text) is str and not text.isascii():
+                obj[key] = text.encode("utf-8", "replace").decode("utf-8")
         body = json.dumps(obj).encode()
         chunks += (struct.pack(">I", len(body)), body)
     data = b"".join(chunks)

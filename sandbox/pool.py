@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import logging
 import math
 import os
@@ -201,7 +202,11 @@ def _limits(cfg: SandboxConfig) -> dict[str, Any]:
 
 def _frame(cfg: SandboxConfig, jobs: Sequence[Job]) -> bytes:
     """One request frame: the limits and a batch of jobs."""
-    body = orjson.dumps({"limits": _limits(cfg), "jobs": [[src, args] for src, args in jobs]})
+    request = {"limits": _limits(cfg), "jobs": [[src, args] for src, args in jobs]}
+    try:
+        body = orjson.dumps(request)
+    except TypeError:  # a lone surrogate in a program or an input: stdlib json escapes it
+        body = json.dumps(request).encode()
     return len(body).to_bytes(4, "big") + body
 
 

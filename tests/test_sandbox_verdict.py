@@ -174,6 +174,17 @@ def test_syntax_error_is_reported_in_stderr(sb):
     assert res.status is Status.error and "SyntaxError" in res.error and "SyntaxError" in res.stderr
 
 
+@pytest.mark.parametrize(("src", "args"), [
+    ("def f(a):\n    return '\ud800'", "1"),
+    ("def f(a):\n    return a", "'\ud800'"),
+    ("x = '\ud800'", None),
+])
+def test_lone_surrogates_are_a_clean_error(sb, src, args):
+    res = sb.run(src, args)  # used to raise out of the host (orjson refuses lone surrogates)
+    assert res.status is Status.error and res.value_repr is None
+    assert not validate_task(sb, src, [args or "1"], CFG).valid
+
+
 def test_script_exit_code_and_stderr_are_kept(sb):
     res = sb.run("import sys\nprint('out')\nraise SystemExit('bye')")
     assert res.status is Status.error and res.exit_code == 1 and res.stdout == "out\n" and "bye" in res.stderr
