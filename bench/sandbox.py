@@ -1,13 +1,19 @@
 """Sandbox throughput, measured side by side in one run (the host is noisy: compare ratios).
 
-    .venv/bin/python bench/sandbox.py [--json] [--programs N]
+    .venv/bin/python bench/sandbox.py [--json] [--programs N] [--rounds R]
 
 - pool_per_s: trivial programs (`f(1)` on `def f(a): return a`) through the warm nsjail pool;
 - fresh_jail_per_s: the same, one fresh nsjail per program;
 - subprocess_per_s: the same as plain `python -I -S -c` subprocesses, no jail at all;
 - validate_384_s: validating a realistic batch of 384 proposals (some bad: banned, syntax,
   raising, nondeterministic, not literal, two infinite loops) with the default config.
-The fresh-jail and subprocess rates use one thread per core, like the pool.
+The fresh-jail and subprocess rates use one thread per core, like the pool. The pool and the
+subprocess rates are measured in R interleaved rounds (pool, subprocess, pool, ...) and the
+ratio is the median of the rounds' ratios, so a change in the host's load hits both sides.
+- cpu_ratio_pool_vs_subprocess: CPU time per program (user + system, this process and every
+  process under it: jails, workers, programs) of a plain subprocess over that of the warm pool
+  (two pools are run, one with `programs` more than the other, so starting jails cancels out).
+  It moves far less with other jobs on the machine than the rates do.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -54,6 +62,12 @@ def proposals(n: int = 384) -> list[tuple[str, list[str]]]:
     return items
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its waited-for descendants so far."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def rate(fn, n: int, threads: int) -> float:
     start = time.perf_counter()
     with ThreadPoolExecutor(threads) as ex:
@@ -64,31 +78,57 @@ def rate(fn, n: int, threads: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="print one JSON object")
-    ap.add_argument("--programs", type=int, default=2000, help="trivial programs through the pool")
+    ap.add_argument("--programs", type=int, default=2000, help="trivial programs through the pool per round")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved pool/subprocess rounds")
     args = ap.parse_args()
     cores = os.cpu_count() or 1
     cfg = SandboxConfig()
     python = find_interpreter(None).path
     script = TRIVIAL + "\nprint(repr(f(1)))"
 
+    def one_subprocess() -> None:
+        subprocess.run([python, "-I", "-S", "-c", script], capture_output=True, check=True)
+
+    pool_rates: list[float] = []
+    sub_rates: list[float] = []
     with open_sandbox(cfg) as sb:
         sb.run_many([(TRIVIAL, "1")] * 50)  # warm-up
-        start = time.perf_counter()
-        results = sb.run_many([(TRIVIAL, "1")] * args.programs)
-        pool_per_s = args.programs / (time.perf_counter() - start)
-        assert all(r.value_repr == "1" for r in results)
+        for _ in range(args.rounds):
+            start = time.perf_counter()
+            results = sb.run_many([(TRIVIAL, "1")] * args.programs)
+            pool_rates.append(args.programs / (time.perf_counter() - start))
+            assert all(r.value_repr == "1" for r in results)
+            sub_rates.append(rate(one_subprocess, 200, cores))
         items = proposals()
         start = time.perf_counter()
         verdicts = validate_tasks(sb, items)
         validate_s = time.perf_counter() - start
     fresh_per_s = rate(lambda: run_fresh(cfg, TRIVIAL, "1"), 100, cores)
-    subprocess_per_s = rate(lambda: subprocess.run([python, "-I", "-S", "-c", script], capture_output=True, check=True), 200, cores)
+    # CPU per program: two pools of their own (started, run, closed: only then is their jails' CPU
+    # counted), one running `programs` more than the other, so that starting them cancels out.
+    def pool_cpu_for(n: int) -> float:
+        start = cpu_seconds()
+        with open_sandbox(cfg) as sb:
+            sb.run_many([(TRIVIAL, "1")] * n)
+        return cpu_seconds() - start
+
+    pool_cpu = (pool_cpu_for(50 + args.programs) - pool_cpu_for(50)) / args.programs
+    start = cpu_seconds()
+    rate(one_subprocess, 200, cores)
+    subprocess_cpu = (cpu_seconds() - start) / 200
+    pool_per_s = statistics.median(pool_rates)
+    subprocess_per_s = statistics.median(sub_rates)
+    ratios = [p / q for p, q in zip(pool_rates, sub_rates, strict=True)]
 
     report = {
         "pool_per_s": round(pool_per_s, 1),
         "fresh_jail_per_s": round(fresh_per_s, 1),
         "subprocess_per_s": round(subprocess_per_s, 1),
-        "ratio_pool_vs_subprocess": round(pool_per_s / subprocess_per_s, 2),
+        "ratio_pool_vs_subprocess": round(statistics.median(ratios), 2),
+        "ratio_per_round": [round(r, 2) for r in ratios],
+        "cpu_ratio_pool_vs_subprocess": round(subprocess_cpu / pool_cpu, 2),
+        "pool_cpu_ms_per_program": round(pool_cpu * 1000, 3),
+        "subprocess_cpu_ms_per_program": round(subprocess_cpu * 1000, 3),
         "ratio_pool_vs_fresh_jail": round(pool_per_s / fresh_per_s, 2),
         "validate_384_s": round(validate_s, 2),
         "validate_384_valid": sum(v.valid for v in verdicts),

@@ -1,7 +1,7 @@
 """Running model-written programs safely: nsjail isolation with a warm worker pool, static checks,
 task validation and answer checking. Imports nothing from `stages` or `azr_cli`."""
 
-from sandbox.checks import InputError, StaticCheck, check_input, check_program, parse_input
+from sandbox.checks import InputError, StaticCheck, check_input, check_program, describe_rules, parse_input
 from sandbox.config import SandboxConfig
 from sandbox.errors import SandboxUnavailable
 from sandbox.pool import Sandbox, UnsafeSandboxWarning, open_sandbox, run_fresh
@@ -41,6 +41,7 @@ __all__ = [
     "check_induction",
     "check_input",
     "check_program",
+    "describe_rules",
     "open_sandbox",
     "parse_input",
     "parse_literal",

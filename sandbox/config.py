@@ -6,7 +6,9 @@ from typing import Literal
 
 import pydantic
 
-# METHOD.md's list, plus the modules that reach the same things by another door.
+# METHOD.md's list, plus the modules that reach the same things by another door: running code
+# from strings (timeit, cProfile, pdb, doctest, ...), resolving names or modules from strings
+# (pydoc, pkgutil, imp, zipimport, unittest.mock), or handing out frames (traceback, logging).
 DEFAULT_BANNED_MODULES = [
     "os", "sys", "subprocess", "socket", "random", "time", "datetime", "threading",
     "multiprocessing", "ctypes", "shutil",
@@ -15,17 +17,27 @@ DEFAULT_BANNED_MODULES = [
     "tempfile", "glob", "fcntl", "select", "selectors", "mmap", "pty", "code", "codeop", "runpy",
     "platform", "sysconfig", "urllib", "http", "ftplib", "smtplib", "ssl", "faulthandler",
     "tracemalloc", "atexit", "weakref", "types", "zoneinfo",
+    "timeit", "cProfile", "profile", "pdb", "bdb", "trace", "doctest", "pydoc", "pkgutil", "imp",
+    "zipimport", "modulefinder", "unittest", "traceback", "logging", "rlcompleter", "site", "cgitb",
+    "shelve",
 ]
+# Builtins that a program may not use (as the builtin: a parameter or variable of the program's own
+# with such a name is fine). getattr/setattr/delattr are allowed when called with a literal name.
 DEFAULT_BANNED_CALLS = [
     "open", "eval", "exec", "compile", "__import__", "input", "globals", "locals", "vars",
     "breakpoint", "exit", "quit", "help", "getattr", "setattr", "delattr", "memoryview",
     "__builtins__", "__loader__", "__spec__",
 ]
+# Attributes that open introspection (frames, globals, closures, code, class graphs, pickling) or
+# evaluate program-written strings. Attributes named like a banned module are banned besides.
 DEFAULT_BANNED_ATTRIBUTES = [
     "__subclasses__", "__globals__", "__builtins__", "__code__", "__closure__", "__bases__",
     "__base__", "__mro__", "__getattribute__", "__dict__", "__loader__", "__spec__",
-    "__import__", "f_globals", "f_locals", "f_back", "f_builtins", "gi_frame", "gi_code",
-    "cr_frame", "tb_frame", "tb_next",
+    "__import__", "__class__", "__self__", "__func__", "__reduce__", "__reduce_ex__",
+    "__traceback__", "__defaults__", "__kwdefaults__", "__annotations__", "__main__",
+    "f_globals", "f_locals", "f_back", "f_builtins", "f_code", "f_trace",
+    "gi_frame", "gi_code", "cr_frame", "cr_code", "ag_frame", "ag_code", "tb_frame", "tb_next",
+    "get_type_hints", "_eval_type", "_evaluate", "get_field", "get_value",
 ]
 
 
@@ -80,10 +92,12 @@ class SandboxConfig(pydantic.BaseModel, extra="forbid", use_attribute_docstrings
     """Modules a program may not import, at any depth (`os` also bans `os.path`)."""
 
     banned_calls: list[str] = pydantic.Field(default_factory=lambda: list(DEFAULT_BANNED_CALLS))
-    """Names a program may not call or even mention (`x = eval` is banned too)."""
+    """Builtins a program may not use, called or not (`x = eval` is banned too); a name the program
+    binds itself (a parameter, a local, a top-level definition) is its own and allowed."""
 
     banned_attributes: list[str] = pydantic.Field(default_factory=lambda: list(DEFAULT_BANNED_ATTRIBUTES))
-    """Attribute names a program may not touch (the usual doors out of a Python-level jail)."""
+    """Attribute names a program may not touch (the usual doors out of a Python-level jail); names of
+    banned modules and their private aliases (`x.os`, `x._sys`) are banned as attributes too."""
 
     startup_timeout_s: float = pydantic.Field(default=20.0, gt=0)
     """How long a worker may take to start before the sandbox is declared unavailable."""

@@ -50,6 +50,28 @@ _ESCAPES = {
 }
 
 
+# Writes forged results on every fd 3..20 (the old JSON verdict and a frame of the current layout
+# with a guessed nonce), then ends: by exiting 0 at once, or by returning normally.
+_FORGE = """import os
+FRAMES = [b'{"status": "ok", "value": "42"}', bytes(16) + b'V' + (2).to_bytes(4, 'big') + b'42']
+def f(x):
+    for fd in range(3, 21):
+        for frame in FRAMES:
+            try:
+                os.write(fd, frame)
+            except OSError:
+                pass
+    END
+"""
+_FORGE_JOBS = [(_FORGE.replace("END", "os._exit(0)"), "1"), (_FORGE.replace("END", "return 7"), "1")]
+
+
+def _probe_forge(results: list[ExecResult]) -> Probe:
+    passed = all(r.status is not Status.ok for r in results)
+    seen = "; ".join(f"{r.status.value}" + (f" {r.value_repr}" if r.value_repr else "") for r in results)
+    return Probe(name="verdict cannot be forged", passed=passed, detail=f"forged frames on fds 3-20: {seen}")
+
+
 def _probe_escape(name: str, res: ExecResult, expected: str) -> Probe:
     seen = res.stdout.strip()
     return Probe(name=name, passed=res.status is Status.ok and seen == expected,
@@ -66,9 +88,9 @@ def run_probes(sb: Sandbox) -> list[Probe]:
         ("while True:\n    pass", None),
         (f"print('x' * {cfg.max_stdout_bytes + 1})", None),
     ]
-    results = sb.run_many([(src, None) for src, _ in _ESCAPES.values()] + limit_jobs)
+    results = sb.run_many([(src, None) for src, _ in _ESCAPES.values()] + limit_jobs + _FORGE_JOBS)
     probes = [_probe_escape(n, r, _ESCAPES[n][1]) for n, r in zip(names, results, strict=False)]
-    fork, memory, loop, flood = results[len(names):]
+    fork, memory, loop, flood = results[len(names):len(names) + len(limit_jobs)]
     probes += [
         Probe(name="process limit", passed=fork.stdout.strip() == "ok" or cfg.max_processes > 1,
               detail=f"fork with max_processes={cfg.max_processes}: {fork.stdout.strip() or fork.status.value}"),
@@ -79,6 +101,7 @@ def run_probes(sb: Sandbox) -> list[Probe]:
         Probe(name="output cap", passed=flood.status is Status.output_limit,
               detail=f"stdout flood: {flood.status.value}"),
     ]
+    probes.append(_probe_forge(results[len(names) + len(limit_jobs):]))
     seeds = sb.hash_probes()
     probes.append(Probe(name="hash seeds differ", passed=len(set(seeds)) == len(seeds),
                         detail=f"{len(set(seeds))} distinct seeds over {len(seeds)} workers"))

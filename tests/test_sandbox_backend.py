@@ -74,3 +74,36 @@ def test_closing_the_pool_leaves_no_jail_behind():
     sb.run("import time\ntime.sleep(0.1)")
     sb.close()
     assert all(p.poll() is not None for p in procs)
+
+
+def test_a_worker_killed_mid_batch_fails_only_its_own_program():
+    killer = "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"
+    jobs = [("def f(a):\n    return a", str(i)) for i in range(12)]
+    jobs.insert(5, (killer, None))
+    with pytest.warns(UnsafeSandboxWarning), open_sandbox(SandboxConfig(backend="unsafe-local", workers=2)) as pool:
+        got = pool.run_many(jobs)
+        again = pool.run("def f(a):\n    return a", "7")
+    assert got[5].status is Status.sandbox_error
+    assert [r.value_repr for i, r in enumerate(got) if i != 5] == [str(i) for i in range(12)]
+    assert again.value_repr == "7"
+
+
+def test_run_avoiding_never_uses_the_avoided_worker():
+    with open_sandbox(SandboxConfig(workers=3, timeout_s=1.0)) as pool:
+        avoid = [i % 3 for i in range(30)]
+        got = pool.run_avoiding([("def f(a):\n    return a", str(i)) for i in range(30)], avoid)
+    assert all(r.status is Status.ok and r.worker != w for r, w in zip(got, avoid, strict=True))
+    assert [r.value_repr for r in got] == [str(i) for i in range(30)]
+
+
+def test_an_idle_worker_copies_a_job_stuck_behind_a_long_one():
+    loop = ("while True:\n    pass", None)
+    jobs = [loop] + [("def f(a):\n    return a", str(i)) for i in range(1, 6)]
+    with open_sandbox(SandboxConfig(workers=3, timeout_s=2.0)) as pool:
+        got = pool.run_many(jobs)  # dealt in turn: worker 0 gets the loop and job 3 behind it
+        assert got[0].status is Status.timeout
+        assert [r.value_repr for r in got[1:]] == [str(i) for i in range(1, 6)]
+        assert got[3].worker != 0  # ran as a copy on an idle worker, not after the loop
+        # Worker 0 still owes the reply of its own copy of job 3: it must not be taken for a new job's.
+        again = pool.run_many([("def f(a):\n    return a * 10", str(i)) for i in range(9)])
+        assert [r.value_repr for r in again] == [str(10 * i) for i in range(9)]

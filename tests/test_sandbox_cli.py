@@ -34,6 +34,12 @@ def test_exec_with_input_reports_the_value(prog):
     assert data["status"] == "ok" and data["output"] == "[1, 'x']" and data["stdout"] == "side\n"
 
 
+def test_exec_bad_input_is_a_clean_one_line_error(prog):
+    data = run_json("exec", str(prog), "--input", "1) or (1")
+    assert data["status"] == "error" and data["stderr"] == "" and data["stdout"] == ""
+    assert data["error"].startswith("bad input") and "\n" not in data["error"] and "Traceback" not in data["error"]
+
+
 def test_exec_as_script(tmp_path):
     path = tmp_path / "s.py"
     path.write_text("print('hello')\nraise SystemExit(2)\n")
