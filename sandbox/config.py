@@ -6,7 +6,7 @@ from typing import Literal
 
 import pydantic
 
-# METHOD.md's list, plus the modules that reach the same things by another door: running code
+# The paper's list (arXiv 2505.03335: os, sys, subprocess, random, time ...), plus the modules that reach the same things by another door: running code
 # from strings (timeit, cProfile, pdb, doctest, ...), resolving names or modules from strings
 # (pydoc, pkgutil, imp, zipimport, unittest.mock), or handing out frames (traceback, logging).
 DEFAULT_BANNED_MODULES = [

@@ -24,7 +24,19 @@ from nsjail.serializers import to_textproto
 from sandbox.config import SandboxConfig
 from sandbox.errors import SandboxUnavailable
 
-WORKER_SOURCE = (Path(__file__).parent / "_worker.py").read_text()
+
+def worker_source() -> str:
+    """The worker script: ``_worker.py`` with ``_worker_child.py`` spliced in at its @@CHILD@@ line
+    (two files to read, one script to run: the jail starts it with ``python -I -S -c``)."""
+    here = Path(__file__).parent
+    worker, child = (here / "_worker.py").read_text(), (here / "_worker_child.py").read_text()
+    head, marker, tail = worker.partition("# @@CHILD@@")
+    if not marker:
+        raise RuntimeError("sandbox/_worker.py has lost its @@CHILD@@ line")
+    return head + child + tail.split("\n", 1)[1]
+
+
+WORKER_SOURCE = worker_source()
 NOBODY = 65534
 _CLONE_NAMESPACE_FLAGS = 0x7E020000  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
 _ERRNO_EPERM, _ERRNO_EACCES, _ERRNO_ENOSYS = 1, 13, 38

@@ -1,4 +1,4 @@
-"""Task validation and answer checking (METHOD.md), batched across the pool.
+"""Task validation and answer checking (the paper's rules for a valid task), batched across the pool.
 
 A proposal becomes a task only if: the program passes the static checks and every input parses;
 every run ends ok with a literal value whose repr fits the cap; and a second run of every input,

@@ -31,14 +31,16 @@ def _ref(task: Task) -> Ref:
 def proposer_query(cfg: Config, qid: str, task_type: TaskType, refs: list[Task], demo: Task | None = None) -> Query:
     """The proposer prompt ``qid`` of a type, showing ``refs`` (induction: the one program to give
     inputs for) and, with demonstrations, ``demo`` (an induction task shown as a worked exchange)."""
-    n_inputs = cfg.propose.induction_inputs
+    from sandbox.checks import describe_rules
+
+    n_inputs, rules = cfg.propose.induction_inputs, describe_rules(cfg.sandbox)
     shown = [_ref(r) for r in refs]
     if not cfg.propose.demonstrations:
-        turns = [("user", proposer_prompt(task_type, shown, n_inputs=n_inputs))]
+        turns = [("user", proposer_prompt(task_type, shown, n_inputs=n_inputs, rules=rules))]
     elif task_type == "induction":
-        turns = proposer_turns(task_type, shown, n_inputs, _ref(demo) if demo is not None else None)
+        turns = proposer_turns(task_type, shown, n_inputs, demo=_ref(demo) if demo is not None else None)
     else:
-        turns = proposer_turns(task_type, shown, n_inputs)
+        turns = proposer_turns(task_type, shown, n_inputs, rules)
     return Query(qid, task_type, turns, references=refs)
 
 

@@ -91,26 +91,30 @@ def test_truncated_responses_are_counted(tmp_path, azr, tiny_model):
 
 
 def test_prompts_over_the_limit_are_shortened_or_left_out(tmp_path, tiny_model):
-    from stages.propose import build_queries, fit_prompts
+    import random
+
+    from stages.propose import build_queries, fit_prompts, proposer_query
     from stages.rundir.records import Task
     from stages.solve import fit_prompts as fit_solver
 
-    cfg = load_config(TINY, ["propose.references=3", "propose.max_prompt_tokens=350"])
+    cfg = load_config(TINY, ["propose.references=3"])
     prog = "def f(a):\n    return a"
     big = [Task(task_id=f"t{i}", type=t, program=prog + "  # " + "x" * 200 * i, inputs=["1"] * (4 if t == "induction" else 1),
                 outputs=["1"] * (4 if t == "induction" else 1), message="m")
            for i in range(4) for t in ("deduction", "abduction", "induction")]
     buffers = {t: [x for x in big if x.type == t] for t in ("deduction", "abduction", "induction")}
-    import random
-
     queries = build_queries(buffers, cfg, random.Random(0), 1)
     length = lambda q: len(q.prompt) // 4  # noqa: E731 (a stand-in tokenizer: 4 characters a token)
+    # a limit that some three-reference prompts exceed but that some fit with one reference
+    one_ref = sorted(length(proposer_query(cfg, q.id, q.type, q.references[:1])) for q in queries if q.type != "induction")
+    limit = one_ref[len(one_ref) // 2]
+    cfg.propose.max_prompt_tokens = limit
     kept, counts = fit_prompts(queries, cfg, length)
-    assert all(length(q) <= 350 for q in kept)
+    assert all(length(q) <= limit for q in kept)
     assert counts["prompts_shortened"] > 0 and counts["prompts_dropped"] > 0
     assert len(kept) + counts["prompts_dropped"] == len(queries)
     assert {q.id for q in kept} <= {q.id for q in queries}  # same ids: records still join
-    kept, counts = fit_solver(queries, 350, length)
+    kept, counts = fit_solver(queries, limit, length)
     assert counts["prompts_dropped"] == len(queries) - len(kept) > 0
 
 
@@ -173,3 +177,26 @@ def test_ppo_whitens_within_each_task_type_and_role():
     whiten(adv, mask, [["deduction/solver", "deduction/proposer"]])
     for row in adv[0]:
         assert abs(float(row.mean())) < 1e-6 and abs(float(row.std(unbiased=False)) - 1) < 1e-5
+
+
+def test_the_proposer_is_told_what_is_not_allowed():
+    """Banned modules stay banned at any depth, banned names only where they are the builtin, and
+    the proposer's prompt lists the rules (no hidden rule costs it reward)."""
+    import random
+
+    from sandbox import SandboxConfig, check_program
+    from stages.propose import build_queries
+    from stages.rundir.records import Task
+
+    cfg = load_config(TINY)
+    seed = Task(task_id="s", type="deduction", program="def f(a):\n    return a", inputs=["1"], outputs=["1"])
+    buffers = {"deduction": [seed], "abduction": [seed.model_copy(update={"type": "abduction"})],
+               "induction": [seed.model_copy(update={"type": "induction", "inputs": ["1"] * 4, "outputs": ["1"] * 4})]}
+    for demos in (False, True):
+        cfg.propose.demonstrations = demos
+        ded = next(q for q in build_queries(buffers, cfg, random.Random(0), 1) if q.type == "deduction")
+        assert "Not allowed: importing os, sys" in ded.prompt and "getattr" in ded.prompt
+    sb = SandboxConfig()
+    assert check_program("def f(input):\n    vars = [input]\n    return vars", sb).ok
+    assert not check_program("import contextlib\ndef f(x):\n    return contextlib.os.getcwd()", sb).ok
+    assert not check_program("def f(x):\n    return eval(x)", sb).ok

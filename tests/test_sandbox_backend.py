@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -107,3 +109,16 @@ def test_an_idle_worker_copies_a_job_stuck_behind_a_long_one():
         # Worker 0 still owes the reply of its own copy of job 3: it must not be taken for a new job's.
         again = pool.run_many([("def f(a):\n    return a * 10", str(i)) for i in range(9)])
         assert [r.value_repr for r in again] == [str(10 * i) for i in range(9)]
+
+
+def test_the_spliced_worker_script_is_lint_clean():
+    """The worker runs as one script made of _worker.py and _worker_child.py: lint it whole."""
+    import shutil
+    import subprocess
+
+    from sandbox.jail import WORKER_SOURCE
+
+    ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
+    done = subprocess.run([ruff, "check", "--stdin-filename", "worker_script.py", "-"], input=WORKER_SOURCE,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr

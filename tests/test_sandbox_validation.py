@@ -1,4 +1,4 @@
-"""Task validation (METHOD.md): every rejection keeps its reason."""
+"""Task validation: every rejection keeps its reason."""
 
 from __future__ import annotations
 

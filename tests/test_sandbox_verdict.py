@@ -14,7 +14,7 @@ import pytest
 
 from sandbox import SandboxConfig, Status, open_sandbox, validate_task
 from sandbox.jail import WORKER_SOURCE
-from sandbox.pool import _to_result
+from sandbox.workers import to_result as _to_result
 
 CFG = SandboxConfig(workers=2, timeout_s=1.0)
 

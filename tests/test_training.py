@@ -331,3 +331,29 @@ def test_one_on_policy_epoch_needs_no_separate_old_pass():
     assert a.loss == pytest.approx(b.loss, rel=1e-12) and a.clip_frac == b.clip_frac == 0.0
     for name, p in pa.items():
         torch.testing.assert_close(pb[name], p, **F64)
+
+
+def test_zero_advantage_samples_can_be_left_out_with_the_same_update():
+    """skip_zero_advantage: samples with A = 0 skip the model; with no entropy bonus the update is
+    the same (the token mean still counts the whole batch)."""
+    batch = make_batch(6)
+    for s in batch[::2]:
+        s.advantage = 0.0
+    params = []
+    for skip in (False, True):
+        model = tiny_model(dtype=torch.float64)
+        cfg = ucfg(skip_zero_advantage=skip)
+        stats = update_step(model, batch, cfg, build_optimizer(model.parameters(), cfg), pad_id=PAD)
+        params.append((stats, lora_params(model)))
+    (a, pa), (b, pb) = params
+    assert (a.trained_samples, b.trained_samples) == (6, 3) and a.tokens == b.tokens
+    for name, p in pa.items():
+        torch.testing.assert_close(pb[name], p, **F64)
+    model = tiny_model()
+    cfg = ucfg(skip_zero_advantage=True)
+    for s in batch:
+        s.advantage = 0.0
+    before = lora_params(model)
+    stats = update_step(model, batch, cfg, build_optimizer(model.parameters(), cfg), pad_id=PAD)
+    assert stats.trained_samples == 0 and stats.optimizer_steps == 0
+    assert all(torch.equal(p, before[n]) for n, p in lora_params(model).items())

@@ -207,6 +207,11 @@ class UpdateSection(Section):
     """Gradient-norm clip."""
     ppo_epochs: int = Field(1, ge=1)
     """Optimizer steps per iteration over the same batch (paper: 1)."""
+    skip_zero_advantage: bool = False
+    """TRR++: leave out of the update the samples whose advantage is 0 (every reward of their
+    (type, role) batch equal): their policy-gradient term is 0, the other samples' gradients are
+    unchanged (the token mean keeps the whole batch's count), and only their share of the entropy
+    bonus is lost. A large saving while most proposals fail alike (off: the paper's objective)."""
 
     @model_validator(mode="before")
     @classmethod

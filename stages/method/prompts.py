@@ -97,13 +97,14 @@ the input
 </answer>"""
 
 
-def proposer_prompt(task_type: TaskType, references: Sequence[Ref], n_inputs: int = 10) -> str:
+def proposer_prompt(task_type: TaskType, references: Sequence[Ref], n_inputs: int = 10, rules: str = "") -> str:
     """The proposer's prompt for ``task_type``.
 
     deduction/abduction: ``references`` are the K reference triplets from that type's buffer; the
     proposer must write a new, different program and one input. induction: ``references`` holds
     exactly one program (from the deduction ∪ abduction buffers); the proposer must give
-    ``n_inputs`` inputs and a message.
+    ``n_inputs`` inputs and a message. ``rules``: what the sandbox's static checks refuse
+    (``sandbox.describe_rules``), told to the proposer so that no rule is hidden.
     """
     check_type(task_type)
     if task_type == "induction":
@@ -123,7 +124,7 @@ def proposer_prompt(task_type: TaskType, references: Sequence[Ref], n_inputs: in
         )
         parts += [_show_ref(i, ref) for i, ref in enumerate(references, 1)]
     parts += [
-        _PROGRAM_RULES,
+        _PROGRAM_RULES + (f"\n{rules.strip()}" if rules.strip() else ""),
         _INPUT_FORMAT,
         "Write one new program in a ```python block and one input for it in an ```input block. "
         + _THINK_FIRST,
@@ -290,7 +291,7 @@ def demo_answer(task_type: TaskType, role: str, ref: Ref, n_inputs: int = 10) ->
     return _answer("I look for the rule behind the pairs.", ("python", ref.program))
 
 
-def proposer_turns(task_type: TaskType, references: Sequence[Ref], n_inputs: int = 10,
+def proposer_turns(task_type: TaskType, references: Sequence[Ref], n_inputs: int = 10, rules: str = "",
                    demo: Ref | None = None) -> list[Turn]:
     """The proposer's prompt as chat turns. deduction/abduction: the instructions, then each
     reference as an earlier answer. induction: ``references[0]`` is the program to give inputs
@@ -302,7 +303,7 @@ def proposer_turns(task_type: TaskType, references: Sequence[Ref], n_inputs: int
             return [("user", final)]
         return [("user", proposer_prompt(task_type, [demo], n_inputs)),
                 ("assistant", demo_answer(task_type, "proposer", demo, n_inputs)), ("user", final)]
-    turns: list[Turn] = [("user", proposer_prompt(task_type, [], n_inputs))]
+    turns: list[Turn] = [("user", proposer_prompt(task_type, [], n_inputs, rules))]
     for ref in references:
         turns += [("assistant", demo_answer(task_type, "proposer", ref)), ("user", _ANOTHER)]
     return turns

@@ -31,7 +31,7 @@ from stages.training.logprobs import causal_lm
 from stages.training.losses import gae, last_token_rewards, whiten
 
 if TYPE_CHECKING:
-    from stages.training.batch import MicroBatch
+    from stages.training.batch import MicroBatch, TokenSample
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 
@@ -50,6 +50,10 @@ class Algorithm:
     def param_groups(self) -> list[dict[str, Any]]:
         """Their optimizer groups."""
         return []
+
+    def contributes(self, sample: TokenSample, cfg: Any) -> bool:
+        """Whether the sample needs to go through the model at all."""
+        return True
 
     def observe(self, mb: MicroBatch, hidden: torch.Tensor) -> None:
         """Called once per micro-batch with the behaviour policy's hidden states, before any step."""
@@ -79,6 +83,12 @@ class TRR(Algorithm):
 
     def __init__(self, cfg: TRRConfig | None = None):
         self.cfg = cfg or TRRConfig()
+
+    def contributes(self, sample: TokenSample, cfg: Any) -> bool:
+        """A zero advantage (every reward of its (type, role) batch equal) gives a zero policy
+        gradient: with ``update.skip_zero_advantage`` such a sample is left out, and only its share
+        of the entropy bonus is lost."""
+        return not cfg.skip_zero_advantage or sample.advantage != 0.0
 
     def advantages(self, mbs: Sequence[MicroBatch]) -> None:
         for mb in mbs:

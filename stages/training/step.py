@@ -72,6 +72,8 @@ class UpdateStats:
     """The algorithm's own loss, unweighted (PPO: the clipped value loss); None when it has none."""
     optimizer_steps: int = 1
     samples: int = 0
+    trained_samples: int = 0
+    """Samples that went through the model (the others contribute nothing: update.skip_zero_advantage)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -138,8 +140,12 @@ def update_step(
     start = time.perf_counter()
 
     with PeakMemory(device) as meter:
-        mbs = list(micro_batches(batch, cfg.micro_batch_size, pad_id, device))
-        denom = max(int(sum(int(mb.response_mask.sum()) for mb in mbs)), 1)
+        # The token mean is over the whole batch, so leaving out samples that contribute nothing
+        # (update.skip_zero_advantage) keeps every other sample's gradient exactly as it was.
+        total_tokens = sum(len(s.response_ids) for s in batch)
+        denom = max(total_tokens, 1)
+        kept = [s for s in batch if algorithm.contributes(s, cfg)]
+        mbs = list(micro_batches(kept, cfg.micro_batch_size, pad_id, device))
 
         # -- the behaviour policy, the reference and what the algorithm observes, before any step.
         # One on-policy epoch of an algorithm that observes nothing (TRR++) needs no pass of its
@@ -204,7 +210,8 @@ def update_step(
                     "finite; no optimizer step was taken"
                 )
             sums["gn"] += float(grad_norm)
-            optimizer.step()
+            if kept:
+                optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
     model.train(was_training)
@@ -216,10 +223,11 @@ def update_step(
         kl=sums["kl"] / e if want_kl else None,
         grad_norm=sums["gn"] / e,
         clip_frac=sums["clip"] / e,
-        tokens=denom if any(mb.response_mask.any() for mb in mbs) else 0,
+        tokens=total_tokens,
         seconds=time.perf_counter() - start,
         peak_memory=meter.peak,
         value_loss=sums["extra"] / e if has_extra else None,
-        optimizer_steps=e,
+        optimizer_steps=e if kept else 0,
         samples=len(batch),
+        trained_samples=len(kept),
     )
