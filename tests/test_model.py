@@ -381,3 +381,26 @@ def test_smollm2_converts_once_and_answers_greedily():
     ).completions[0]
     assert "5" in out.text
     assert out.finish == "eos"
+
+
+def test_generating_on_the_merged_copy_gives_the_adapters_tokens(tiny_model):
+    """merge_for_generation: the plain copy with the adapter folded in decodes what the adapter
+    model decodes, and follows the adapter after it changes."""
+    import torch
+
+    policy = load_policy(model_cfg(merge_for_generation=False))
+    perturb_lora(policy)
+
+    def tokens():
+        return [c.token_ids for c in generate(policy, PROMPTS, max_new_tokens=10, temperature=0.0).completions]
+
+    plain = tokens()
+    policy.merge_for_generation = True
+    assert tokens() == plain
+    perturb_lora(policy, seed=1)  # the adapter moves (an update): the copy follows
+    merged = tokens()
+    policy.merge_for_generation = False
+    assert tokens() == merged != plain
+    assert not any("lora" in n for n, _ in policy._merged.model.named_parameters())
+    assert all(not p.requires_grad for p in policy._merged.model.parameters())
+    assert torch.is_tensor(next(policy.model.parameters()))

@@ -50,6 +50,10 @@ class AdapterKind:
         LoRA keeps its base there (peft keeps the adapter itself in fp32)."""
         return dtype
 
+    def merges_for_generation(self, requested: Any, device: str) -> bool:
+        """Whether to generate on a merged copy (``model.merge_for_generation``; auto: on a CPU)."""
+        return False
+
     def check(self, checkpoint: Path) -> None:
         if not (checkpoint / self.marker).is_file():
             raise ModelError(f"checkpoint {checkpoint} has no {self.marker}: with model.adapter={self.name} "
@@ -79,6 +83,9 @@ class LoRA(AdapterKind):
     marker = "adapter_config.json"
     holds = "a peft adapter"
 
+    def merges_for_generation(self, requested: Any, device: str) -> bool:
+        return device == "cpu" if requested == "auto" else bool(requested)
+
     def build(self, cfg: ModelSection, base: str, dtype: torch.dtype, device: str,
               checkpoint: Path | None, trainable: bool) -> Any:
         model = loading.from_pretrained(base, cfg.name, dtype=dtype).to(device)
@@ -103,6 +110,10 @@ class QLoRA(LoRA):
 
     def for_export(self, cfg: ModelSection) -> ModelSection:
         return cfg.model_copy(update={"adapter": "lora", "dtype": "float32" if cfg.dtype == "auto" else cfg.dtype})
+
+    def merges_for_generation(self, requested: Any, device: str) -> bool:
+        """Never: folding the adapter into 4-bit weights would round it away."""
+        return False
 
 
 class Full(AdapterKind):

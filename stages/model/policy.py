@@ -64,6 +64,9 @@ class Policy:
     in bf16: fp32 master weights, bf16 autocast): every forward pass runs under :meth:`compute`."""
     frozen_reference: Any = None
     """Full fine-tuning with a KL penalty: the frozen base, loaded once (see Full.reference)."""
+    merge_for_generation: bool = False
+    """Generate on a plain copy with the adapter folded in (:mod:`stages.model.merged`)."""
+    _merged: Any = None
     _stop_criteria: dict[tuple[str, ...], Any] = field(default_factory=dict)
 
     # --------------------------------------------------------------------- prompts
@@ -129,10 +132,11 @@ class Policy:
         start = time.perf_counter()
         try:
             with torch.no_grad(), self.compute():
+                model = self._generation_model()
                 for b, first in enumerate(range(0, len(order), batch_size)):
                     idx = order[first : first + batch_size]
                     rows = generate_batch(
-                        self.model,
+                        model,
                         [encoded[i] for i in idx],
                         config=config,
                         pad_id=config.pad_token_id,
@@ -142,7 +146,7 @@ class Policy:
                         device=self.device,
                         static_cache=self.compile_generation
                         and self.device.type == "cuda"
-                        and static_generation_supported(self.model),
+                        and static_generation_supported(model),
                     )
                     for i, (ids, finish) in zip(idx, rows, strict=True):
                         out[i] = self._completion(encoded[i], ids, finish, stop)
@@ -151,6 +155,16 @@ class Policy:
         finally:
             self.model.train(was_training)
         return GenerationResult([c for c in out if c is not None], time.perf_counter() - start)
+
+    def _generation_model(self) -> Any:
+        """The model to sample from: the policy, or its merged copy brought up to date."""
+        if not self.merge_for_generation:
+            return self.model
+        if self._merged is None:
+            from stages.model.merged import MergedCopy
+
+            self._merged = MergedCopy(self.model)
+        return self._merged.refresh()
 
     def _generation_config(self, max_new_tokens: int, temperature: float, top_p: float) -> Any:
         from transformers import GenerationConfig
@@ -257,4 +271,5 @@ def load_policy(model_cfg: ModelSection, adapter_dir: Path | None = None, traina
         prompt_format=templates.resolve_format(model_cfg.prompt_format, model_cfg.name, tokenizer),
         compile_generation=model_cfg.compile_generation,
         compute_dtype=dtype if weights != dtype else None,
+        merge_for_generation=kind.merges_for_generation(model_cfg.merge_for_generation, device),
     )
