@@ -235,7 +235,7 @@ def generation_side_by_side(policy: Any, args: argparse.Namespace) -> dict[str, 
                 with torch.no_grad():
                     rows = model_mod.generate_batch(
                         policy.model, prompts, config=config, pad_id=config.pad_token_id, eos_ids=eos,
-                        stop_criteria=None, seed=i, device=policy.device, static_cache=static,
+                        stop_criteria=None, seeds=[i] * len(prompts), device=policy.device, static_cache=static,
                     )
                 if cuda:
                     cuda.synchronize()

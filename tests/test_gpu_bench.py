@@ -68,7 +68,7 @@ def test_static_path_matches_eager_on_cpu(tiny_model):
     with torch.no_grad():
         for static in (False, True):
             out[static] = generate_batch(policy.model, enc, config=cfg, pad_id=cfg.pad_token_id,
-                                         eos_ids=as_list(cfg.eos_token_id), stop_criteria=stop, seed=3,
+                                         eos_ids=as_list(cfg.eos_token_id), stop_criteria=stop, seeds=[3] * len(enc),
                                          device=policy.device, static_cache=static)
     assert len(out[True]) == len(enc) == 5  # bucket 8: three dummy rows dropped
     assert out[True] == out[False]

@@ -15,6 +15,7 @@ import pytest
 
 from stages.errors import ModelError
 from stages.model import builtins as builtin_models
+from stages.model.generation import PerRequestSampler, request_seed
 from stages.model.names import resolve_model
 from stages.model.policy import load_policy
 
@@ -274,7 +275,7 @@ def test_eos_ends_a_row_and_is_kept_without_padding(policy):
             pad_id=pad,
             eos_ids=[eos],
             stop_criteria=None,
-            seed=0,
+            seeds=[0, 1],
             device=policy.device,
         )
     assert rows[0] == (greedy[: first + 1], "eos")
@@ -404,3 +405,34 @@ def test_generating_on_the_merged_copy_gives_the_adapters_tokens(tiny_model):
     assert not any("lora" in n for n, _ in policy._merged.model.named_parameters())
     assert all(not p.requires_grad for p in policy._merged.model.parameters())
     assert torch.is_tensor(next(policy.model.parameters()))
+
+
+def test_completions_do_not_depend_on_the_batch_they_share(tiny_model):
+    """Sampling is seeded per request (one random stream per row): the same seed gives every
+    prompt the same completion whatever the batch size, and its own seed decides it."""
+    policy = load_policy(model_cfg())
+    perturb_lora(policy)
+    runs = [[c.token_ids for c in generate(policy, PROMPTS, batch_size=b, seed=7, max_new_tokens=10).completions]
+            for b in (1, 2, 5)]
+    assert runs[0] == runs[1] == runs[2]
+    other = [c.token_ids for c in generate(policy, PROMPTS, batch_size=5, seed=8, max_new_tokens=10).completions]
+    assert other != runs[0]
+    again = generate(policy, PROMPTS[2:3], batch_size=1, max_new_tokens=10,
+                     seeds=[request_seed(7, 2)]).completions[0].token_ids
+    assert again == runs[0][2]
+
+
+def test_per_request_sampling_follows_the_tempered_softmax():
+    """The Gumbel-max sampler draws token k with probability softmax(logits / T)_k (and never
+    outside the top-p nucleus)."""
+    import torch
+
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
+    T, n = 0.7, 20000
+    sampler = PerRequestSampler(list(range(n)), T, 1.0, "cpu")
+    picks = sampler(None, logits.expand(n, 4)).argmax(-1)
+    freq = torch.bincount(picks, minlength=4).float() / n
+    torch.testing.assert_close(freq, torch.softmax(logits[0] / T, -1), atol=0.015, rtol=0)
+    nucleus = PerRequestSampler(list(range(2000)), 1.0, 0.7, "cpu")
+    picks = nucleus(None, logits.expand(2000, 4)).argmax(-1)
+    assert set(picks.tolist()) == {0, 1}  # p = 0.64, 0.24: the first two tokens hold 0.7

@@ -82,8 +82,8 @@ class GenerationSection(Section):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     """Nucleus sampling mass (paper: 1.0)."""
     generation_batch_size: int = _runtime(16, ge=1)
-    """Prompts generated together in one batch (a speed/memory knob; sampling is seeded per batch,
-    so changing it changes which samples a run draws)."""
+    """Prompts generated together in one batch: a speed/memory knob only (sampling is seeded per
+    request, so the samples a run draws do not depend on it)."""
 
 
 class ProposeSection(GenerationSection):

@@ -53,12 +53,6 @@ class GenerationResult:
 
 
 
-def batch_seed(seed: int, batch_index: int) -> int:
-    """A well-mixed seed per batch, so that calls with nearby seeds don't share random streams."""
-    digest = hashlib.sha256(f"azr-generate:{seed}:{batch_index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
 # Static-cache generation compiles one decode graph per shape. Shapes are bucketed so that a run
 # compiles a handful of graphs (each 40-70 s on an H100 for the 3B shape, see BENCHMARKS.md) and then reuses
 # them: the batch is rounded up to a bucket with dummy rows (copies of the first prompt, reported
@@ -133,6 +127,38 @@ def _raise_recompile_limit(limit: int) -> None:
             return
 
 
+def request_seed(seed: int, index: int) -> int:
+    """The seed of the ``index``-th request of a call seeded ``seed``: what it samples depends on
+    that pair alone, not on the batch it shares or the rank that generates it."""
+    digest = hashlib.sha256(f"azr-request:{seed}:{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+class PerRequestSampler:
+    """Sampling with one random stream per row (the Gumbel-max trick): each row's scores are
+    divided by the temperature, cut to the top-p nucleus, and perturbed by Gumbel noise drawn
+    from that row's own generator; the greedy choice is then an exact sample of softmax(logits / T)
+    within the nucleus. So a row's tokens depend on its seed, never on its batch neighbours."""
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float, device: Any):
+        import torch
+
+        self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+        self.temperature, self.top_p = temperature, top_p
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        scores = scores.float() / self.temperature
+        if self.top_p < 1.0:
+            probs = torch.softmax(scores, dim=-1)
+            sorted_p, order = probs.sort(dim=-1, descending=True)
+            outside = sorted_p.cumsum(-1) - sorted_p > self.top_p  # the tokens after the nucleus
+            scores = scores.masked_fill(outside.scatter(-1, order, outside), float("-inf"))
+        u = torch.stack([torch.rand(scores.shape[-1], generator=g, device=scores.device) for g in self.generators])
+        return scores - torch.log(-torch.log(u.clamp(1e-20, 1.0 - 1e-7)))
+
+
 def generate_batch(
     model: Any,
     prompts: list[list[int]],
@@ -141,12 +167,13 @@ def generate_batch(
     pad_id: int,
     eos_ids: list[int],
     stop_criteria: Any,
-    seed: int,
+    seeds: list[int],
     device: torch.device,
     static_cache: bool = False,
     compile_all_devices: bool = False,
 ) -> list[tuple[list[int], str]]:
-    """One left-padded batch through ``model.generate``: (sampled token ids, finish) per row.
+    """One left-padded batch through ``model.generate``: (sampled token ids, finish) per row,
+    row ``i`` sampled from its own stream seeded ``seeds[i]`` (:class:`PerRequestSampler`).
 
     The one place where tokens are produced. ``static_cache``: a static KV cache with a compiled
     decode step (transformers compiles it on CUDA; ``compile_all_devices`` also elsewhere, for
@@ -154,7 +181,7 @@ def generate_batch(
     once and this process generates eagerly from then on.
     """
     rows = functools.partial(_generate_rows, model, prompts, config=config, pad_id=pad_id, eos_ids=eos_ids,
-                             stop_criteria=stop_criteria, seed=seed, device=device)
+                             stop_criteria=stop_criteria, seeds=seeds, device=device)
     if static_cache and not _static_failed:
         try:
             return rows(static=True, compile_all_devices=compile_all_devices)
@@ -175,16 +202,24 @@ def _generate_rows(
     pad_id: int,
     eos_ids: list[int],
     stop_criteria: Any,
-    seed: int,
+    seeds: list[int],
     device: torch.device,
     static: bool,
     compile_all_devices: bool = False,
 ) -> list[tuple[list[int], str]]:
+    import copy
+
     import torch
-    from transformers import StoppingCriteriaList
+    from transformers import LogitsProcessorList, StoppingCriteriaList
 
     real = len(prompts)
     width = max(len(p) for p in prompts)
+    processors = LogitsProcessorList()
+    if config.do_sample:  # sampled by our per-row streams: transformers only takes the argmax
+        processors.append(PerRequestSampler(list(seeds) + [0] * (bucket_batch(real) - real if static else 0),
+                                            config.temperature, config.top_p, device))
+        config = copy.copy(config)
+        config.do_sample, config.temperature, config.top_p, config.top_k = False, None, None, None
     kwargs: dict[str, Any] = {"generation_config": config}
     if static:
         prompts = bucketed_rows(prompts)
@@ -199,15 +234,13 @@ def _generate_rows(
         input_ids[b, width - len(p) :] = torch.tensor(p, dtype=torch.long)
         attention[b, width - len(p) :] = 1
     recorder = _FinishRecorder(stop_criteria, eos_ids, width, len(prompts), device, real_rows=real)
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        out = model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention.to(device),
-            stopping_criteria=StoppingCriteriaList([recorder]),
-            **kwargs,
-        )
+    out = model.generate(
+        input_ids=input_ids.to(device),
+        attention_mask=attention.to(device),
+        logits_processor=processors,
+        stopping_criteria=StoppingCriteriaList([recorder]),
+        **kwargs,
+    )
     new = out[:real, width:].tolist()
     lengths = recorder.lengths[:real].tolist()
     reasons = recorder.reasons[:real].tolist()

@@ -8,8 +8,9 @@ update stage (which reads ``policy.model`` / ``policy.tokenizer`` and the sequen
 ``prompt_ids + token_ids`` that :meth:`Policy.generate` returns).
 
 Generation is batched with left padding; prompts are sorted by length inside a call (less
-padding) and returned in input order. Sampling is seeded per batch, so the same seed, inputs and
-``batch_size`` give the same completions on CPU (GPU kernels are not bitwise deterministic).
+padding) and returned in input order. Sampling is seeded per request, so the same seed and inputs
+give the same completions on CPU whatever the batch size (GPU kernels are not bitwise
+deterministic).
 A completion ends at EOS or right after the first stop string; its ``token_ids`` are exactly the
 sampled tokens up to that point (the last one may run a few characters past the stop string, which
 ``text`` leaves out), never padding.
@@ -33,8 +34,8 @@ from stages.model.generation import (
     Completion,
     GenerationResult,
     as_list,
-    batch_seed,
     generate_batch,
+    request_seed,
     static_generation_supported,
 )
 from stages.model.names import pick_device, pick_dtype, resolve_model
@@ -112,8 +113,11 @@ class Policy:
         batch_size: int,
         stop: Sequence[str] | None = DEFAULT_STOP,
         progress: Callable[[int, int], None] | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> GenerationResult:
-        """Complete every prompt (already wrapped, see :meth:`wrap`); results in input order."""
+        """Complete every prompt (already wrapped, see :meth:`wrap`); results in input order.
+        Prompt ``i`` samples from its own stream, seeded ``seeds[i]`` (default: derived from
+        ``seed`` and ``i``), so its completion does not depend on ``batch_size``."""
         import torch
 
         if batch_size < 1 or max_new_tokens < 1:
@@ -124,6 +128,7 @@ class Policy:
         encoded = [self.encode(p) for p in prompts]
         order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), i))
         config = self._generation_config(max_new_tokens, temperature, top_p)
+        seeds = list(seeds) if seeds is not None else [request_seed(seed, i) for i in range(len(encoded))]
         eos_ids = as_list(config.eos_token_id)
         out: list[Completion | None] = [None] * len(encoded)
 
@@ -133,7 +138,7 @@ class Policy:
         try:
             with torch.no_grad(), self.compute():
                 model = self._generation_model()
-                for b, first in enumerate(range(0, len(order), batch_size)):
+                for first in range(0, len(order), batch_size):
                     idx = order[first : first + batch_size]
                     rows = generate_batch(
                         model,
@@ -142,7 +147,7 @@ class Policy:
                         pad_id=config.pad_token_id,
                         eos_ids=eos_ids,
                         stop_criteria=self._stop_criterion(stop),
-                        seed=batch_seed(seed, b),
+                        seeds=[seeds[i] for i in idx],
                         device=self.device,
                         static_cache=self.compile_generation
                         and self.device.type == "cuda"
