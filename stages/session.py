@@ -72,7 +72,8 @@ class Session:
         torch.manual_seed(derive_seed(self.run.config.run.seed, "adapter-init"))
         ckpt = self.checkpoint_for(n)
         try:
-            self.policy = load_policy(self.run.config.model, adapter_dir=ckpt, trainable=True)
+            self.policy = load_policy(self.run.config.model, adapter_dir=ckpt, trainable=True,
+                                      vllm=self.run.config.vllm)
         except Exception as e:
             if ckpt is None or isinstance(e, ModelError):
                 raise
@@ -99,8 +100,11 @@ class Session:
         return policy, self.optimizer, self.algorithm
 
     def advance(self, n: int) -> None:
-        """After iteration n's update: the in-memory policy is the policy of n+1."""
+        """After iteration n's update: the in-memory policy is the policy of n+1 (its weights are
+        those of checkpoint n)."""
         self.policy_iter = n + 1
+        if self.policy is not None:
+            self.policy.checkpoint = self.run.checkpoint_dir(n)
 
     def close_policy(self) -> None:
         self.policy = self.optimizer = self.algorithm = None

@@ -100,6 +100,7 @@ def run(run: Run, n: int, session: Session, *, force: bool = False,
 
     samples = training_samples(run, n)
     policy, optimizer, algorithm = session.trainer_for(n)
+    policy.pause_engine()
     torch.manual_seed(derive_seed(run.config.run.seed, n, "update"))
     pad = policy.tokenizer.pad_token_id if policy.tokenizer.pad_token_id is not None else 0
     try:

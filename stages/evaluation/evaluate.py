@@ -86,7 +86,7 @@ def policy_of(run: Run, iteration: int | None) -> Any:
     from stages.model.policy import load_policy
 
     if iteration is None:
-        return load_policy(run.config.model, None, trainable=False)
+        return load_policy(run.config.model, None, trainable=False, vllm=run.config.vllm)
     ckpt = run.checkpoint_dir(iteration)
     if not (ckpt / "meta.json").is_file():
         kept = run.checkpoints()
@@ -94,7 +94,7 @@ def policy_of(run: Run, iteration: int | None) -> Any:
             f"iteration {iteration} has no checkpoint in {run.path / 'checkpoints'}; "
             f"kept: {', '.join(map(str, kept)) or 'none'} (or use --base)"
         )
-    return load_policy(run.config.model, adapter_dir=ckpt, trainable=False)
+    return load_policy(run.config.model, adapter_dir=ckpt, trainable=False, vllm=run.config.vllm)
 
 
 def maybe_evaluate(run: Run, n: int, session_or_policy: Any,

@@ -1,6 +1,7 @@
 """Built-in models that need no network, built once into a cache folder.
 
-- ``builtin:tiny``: a random Qwen2-architecture model (hidden 64, 2 layers) with a byte-level BPE
+- ``builtin:tiny``: a random Qwen2-architecture model (hidden 64, 2 layers, 2 heads of 32: vLLM's
+  CPU attention needs head_dim >= 32) with a byte-level BPE
   tokenizer trained here on a fixed slice of the standard library's ``.py`` files. For tests:
   built in seconds, identical bytes on every build of the same machine.
 - ``builtin:smollm2-135m``: SmolLM2-135M-Instruct, converted once from the GGUF file that the
@@ -138,8 +139,8 @@ def build_tiny(out: Path) -> None:
         hidden_size=64,
         intermediate_size=192,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=2,  # head_dim 32: the smallest vLLM's CPU attention kernels take
+        num_key_value_heads=1,
         max_position_embeddings=4096,
         tie_word_embeddings=True,
         bos_token_id=None,
@@ -200,6 +201,6 @@ def _no_hf_progress_bars() -> None:
 
 
 _BUILDERS: dict[str, tuple[str, Callable[[Path], None]]] = {
-    TINY: ("tiny-v1", build_tiny),
+    TINY: ("tiny-v2", build_tiny),
     SMOLLM2: ("smollm2-135m-v1", build_smollm2),
 }

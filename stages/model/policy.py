@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stages.config.schema import VLLMSection
 from stages.model import loading, templates
 from stages.model.adapters import ADAPTERS, AdapterKind
 from stages.model.generation import (
@@ -67,6 +68,16 @@ class Policy:
     """Full fine-tuning with a KL penalty: the frozen base, loaded once (see Full.reference)."""
     merge_for_generation: bool = False
     """Generate on a plain copy with the adapter folded in (:mod:`stages.model.merged`)."""
+    dtype: Any = None
+    """The compute dtype (what ``model.dtype`` resolved to)."""
+    lora_rank: int = 16
+    checkpoint: Path | None = None
+    """The checkpoint the weights are (``checkpoints/<N-1>/`` for the policy of iteration N; None:
+    the base, or a fresh adapter): what an engine other than HF loads to serve them."""
+    engine: str = "hf"
+    """Who generates: ``hf`` (this object) or ``vllm`` (:mod:`stages.model.vllm_engine`)."""
+    vllm: Any = None
+    """The `vllm` config section, for ``engine == "vllm"``."""
     _merged: Any = None
     _stop_criteria: dict[tuple[str, ...], Any] = field(default_factory=dict)
 
@@ -129,6 +140,8 @@ class Policy:
         order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), i))
         config = self._generation_config(max_new_tokens, temperature, top_p)
         seeds = list(seeds) if seeds is not None else [request_seed(seed, i) for i in range(len(encoded))]
+        if self.engine == "vllm":
+            return self._generate_vllm(encoded, max_new_tokens, temperature, top_p, seeds, stop, config, progress)
         eos_ids = as_list(config.eos_token_id)
         out: list[Completion | None] = [None] * len(encoded)
 
@@ -160,6 +173,28 @@ class Policy:
         finally:
             self.model.train(was_training)
         return GenerationResult([c for c in out if c is not None], time.perf_counter() - start)
+
+    def _generate_vllm(self, encoded: list[list[int]], max_new_tokens: int, temperature: float, top_p: float,
+                       seeds: list[int], stop: tuple[str, ...], config: Any,
+                       progress: Callable[[int, int], None] | None) -> GenerationResult:
+        from stages.model.vllm_engine import engine_for
+
+        start = time.perf_counter()
+        engine = engine_for(self, self.vllm, self.vllm.max_model_len)
+        completions = engine.generate(self, encoded, max_new_tokens=max_new_tokens, temperature=temperature,
+                                      top_p=top_p, seeds=seeds, stop=stop, eos_ids=as_list(config.eos_token_id))
+        if progress is not None:
+            progress(len(encoded), len(encoded))
+        return GenerationResult(completions, time.perf_counter() - start)
+
+    def pause_engine(self) -> None:
+        """Before the update: an engine that holds accelerator memory gives it back until the next
+        generation (vLLM's sleep mode on a GPU; nothing for the HF path or on a CPU)."""
+        if self.engine == "vllm":
+            from stages.model.vllm_engine import _ENGINES
+
+            for e in _ENGINES.values():
+                e.sleep()
 
     def _generation_model(self) -> Any:
         """The model to sample from: the policy, or its merged copy brought up to date."""
@@ -246,11 +281,13 @@ class Policy:
         return directory
 
 
-def load_policy(model_cfg: ModelSection, adapter_dir: Path | None = None, trainable: bool = True) -> Policy:
+def load_policy(model_cfg: ModelSection, adapter_dir: Path | None = None, trainable: bool = True,
+                vllm: Any = None) -> Policy:
     """Base model + adapter of the previous iteration (``adapter_dir``; None: a fresh adapter).
 
     ``adapter_dir`` holds what the adapter kind saves (a peft adapter for lora/qlora, full weights
-    for full). ``trainable=False`` freezes everything (generation-only stages).
+    for full). ``trainable=False`` freezes everything (generation-only stages). ``vllm``: the `vllm`
+    config section, for ``model.engine: vllm`` (defaults when None).
     """
     import torch
 
@@ -276,5 +313,11 @@ def load_policy(model_cfg: ModelSection, adapter_dir: Path | None = None, traina
         prompt_format=templates.resolve_format(model_cfg.prompt_format, model_cfg.name, tokenizer),
         compile_generation=model_cfg.compile_generation,
         compute_dtype=dtype if weights != dtype else None,
-        merge_for_generation=kind.merges_for_generation(model_cfg.merge_for_generation, device),
+        merge_for_generation=kind.merges_for_generation(model_cfg.merge_for_generation, device)
+        and model_cfg.engine == "hf",
+        dtype=dtype,
+        lora_rank=model_cfg.lora_rank,
+        checkpoint=adapter_dir,
+        engine=model_cfg.engine,
+        vllm=vllm if vllm is not None else VLLMSection(),
     )

