@@ -16,7 +16,7 @@ from azr_cli.display import err
 from stages.method.tasks import TASK_TYPES
 
 HEADLINE = {
-    "seed": ("rounds", "proposed", "buffer/deduction", "buffer/abduction", "buffer/induction"),
+    "seed": ("rounds", "proposed", "reached", "buffer/deduction", "buffer/abduction", "buffer/induction"),
     "propose": ("format_ok", "tokens_per_s"),
     "validate": ("valid", "new_tasks/deduction", "new_tasks/abduction", "new_tasks/induction"),
     "solve": ("train/accuracy/deduction", "train/accuracy/abduction", "train/accuracy/induction", "tokens_per_s"),
@@ -76,6 +76,10 @@ class LoopDisplay:
                     self.buffers[t] = self.buffers.get(t, 0) + int(self.latest["validate"].get(f"new_tasks/{t}", 0))
             if self.live is None:
                 err.print(plain_line(event), soft_wrap=True, highlight=False)
+            if event["stage"] == "seed" and self.latest["seed"].get("reached") == 0:
+                err.print(f"[yellow]warning:[/] the seeding phase fell short of seed.target (buffers "
+                          f"{self.buffers}); going on with them (seed.when_short=go_on)",
+                          soft_wrap=True, highlight=False)
         if self.live is not None:
             self.live.update(self.render())
 

@@ -93,17 +93,17 @@ def pending(run: Run) -> bool:
 def phase(run: Run, session: Any, progress: Callable[[int, int], None] | None = None) -> StageSummary:
     """The seeding phase of a new run, to :func:`seeding_target`: resumes where an earlier one
     stopped; RunError (one line, nothing lost) if the base model can't reach the target within
-    ``seed.max_rounds`` rounds."""
+    ``seed.max_rounds`` rounds, unless ``seed.when_short`` is ``go_on`` (then ``reached`` is 0)."""
     cfg = run.config
     target = seeding_target(cfg)
     grown = grow(run, target, session.policy_for(1), session.sandbox(), cfg.seed.max_rounds, progress)
-    if not grown["reached"]:
+    if not grown["reached"] and cfg.seed.when_short == "stop":
         raise RunError(
             f"the seeding phase stopped after {grown['rounds']} rounds with buffers {grown['buffers']}, short of "
             f"{target} per type (seed.target): rerun to go on, or start the loop with what there is "
-            "(--set seed.grow=false), or lower --set seed.target=N"
+            "(--set seed.grow=false or seed.when_short=go_on), or lower --set seed.target=N"
         )
-    metrics = {"rounds": grown["rounds"], "proposed": grown["proposed"],
+    metrics = {"rounds": grown["rounds"], "proposed": grown["proposed"], "reached": float(grown["reached"]),
                **{f"buffer/{t}": n for t, n in grown["buffers"].items()}}
     return StageSummary(count=grown["added"], metrics=metrics)
 

@@ -108,3 +108,14 @@ def test_a_new_run_seeds_by_default(tmp_path, azr, tiny_model, monkeypatch):
     assert r.code == 1 and "has not finished its seeding phase" in r.err
     r = azr("loop", "--run", run.path, "--iters", "1", "--set", "seed.grow=false")  # go on with what it has
     assert r.code == 0, r.err
+
+
+def test_a_short_seeding_phase_can_go_on_into_the_loop(tmp_path, azr, tiny_model):
+    """seed.when_short=go_on: the loop goes on into iteration 1 with the buffers it has, and the
+    seeding event says it fell short (reached=0)."""
+    r = azr("loop", "--run", tmp_path / "r", "--config", TINY, "--set", "seed.grow=true",
+            "--set", "seed.max_rounds=1", "--set", "seed.when_short=go_on", "--iters", "1", "--json")
+    assert r.code == 0, r.err
+    run = open_run(tmp_path / "r")[0]
+    assert run.completed_iterations() == 1
+    assert "reached=0.000" in r.err and "fell short" in r.err, r.err

