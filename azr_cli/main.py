@@ -52,11 +52,21 @@ def _quiet_libraries() -> None:
 
 
 def main() -> None:
+    try:
+        _main()
+    except SystemExit as e:  # what rank 0 tells the other ranks when it is over (several ranks)
+        _exit_code[0] = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        raise
+
+
+def _main() -> None:
     from azr_cli.display import error_line
 
     debug = os.environ.get("AZR_DEBUG") == "1"
     if not debug:
         _quiet_libraries()
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:  # one of several ranks (torchrun)
+        _several_ranks(debug)
     try:
         app()
     except KeyboardInterrupt:
@@ -74,6 +84,32 @@ def main() -> None:
             sys.exit(1)
         error_line(f"internal error: {type(e).__name__}: {e} (rerun with AZR_DEBUG=1 for the traceback)")
         sys.exit(1)
+
+
+def _several_ranks(debug: bool) -> None:
+    """Under torchrun / accelerate launch: join the group; rank 0 goes on to run the command (and
+    tells the others when it is over), every other rank serves it (:mod:`stages.parallel`)."""
+    import atexit
+
+    from stages import parallel
+
+    parallel.init()
+    if parallel.rank() == 0:
+        atexit.register(lambda: parallel.stop(_exit_code[0]))
+        return
+    try:
+        code = parallel.serve()
+    except Exception as e:
+        if debug:
+            raise
+        from azr_cli.display import error_line
+
+        error_line(f"rank {parallel.rank()}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        code = 1
+    sys.exit(code)
+
+
+_exit_code = [0]
 
 
 if __name__ == "__main__":

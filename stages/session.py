@@ -12,6 +12,7 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
+from stages import parallel
 from stages.errors import ModelError, RunError
 from stages.rundir.run import Run
 
@@ -78,7 +79,8 @@ class Session:
             if ckpt is None or isinstance(e, ModelError):
                 raise
             raise damaged(ckpt, e) from None
-        self.policy_iter = n
+        self.policy_iter = self.policy.iteration = n
+        parallel.attach(self.run)
         return self.policy
 
     def trainer_for(self, n: int) -> tuple[Any, Any, Any]:
@@ -105,6 +107,7 @@ class Session:
         self.policy_iter = n + 1
         if self.policy is not None:
             self.policy.checkpoint = self.run.checkpoint_dir(n)
+            self.policy.iteration = n + 1
 
     def close_policy(self) -> None:
         self.policy = self.optimizer = self.algorithm = None
@@ -112,6 +115,7 @@ class Session:
 
     def close(self) -> None:
         self.close_policy()
+        parallel.detach()
         self._stack.close()
 
     def __enter__(self) -> Session:

@@ -90,14 +90,15 @@ def prune_checkpoints(run: Run) -> None:
             shutil.rmtree(run.checkpoint_dir(i), ignore_errors=True)
 
 
-def run(run: Run, n: int, session: Session, *, force: bool = False,
-        progress: Progress | None = None) -> StageSummary:
-    """Write checkpoints/N/ and iters/N/update/summary.json."""
-    started = time.perf_counter()
+def train(run: Run, n: int, session: Session) -> tuple[list[Any], dict[str, Any]]:
+    """Iteration n's optimizer step on the session's policy: (samples, stats). Under several ranks
+    every rank runs it (rank 0 announces it first), each on its share of the micro-batches."""
     import torch
 
+    from stages import parallel
     from stages.training.step import update_step
 
+    parallel.announce_update(n)
     samples = training_samples(run, n)
     policy, optimizer, algorithm = session.trainer_for(n)
     policy.pause_engine()
@@ -105,10 +106,19 @@ def run(run: Run, n: int, session: Session, *, force: bool = False,
     pad = policy.tokenizer.pad_token_id if policy.tokenizer.pad_token_id is not None else 0
     try:
         stats = update_step(policy.model, samples, run.config.update, optimizer, algorithm, pad_id=pad,
-                            reference=policy.reference, compute=policy.compute).to_dict()
+                            reference=policy.reference, compute=policy.compute,
+                            ranks=parallel.gradient_sum()).to_dict()
     except FloatingPointError as e:
         raise RunError(f"update of iteration {n}: {e}; no checkpoint was written (lower update.lr, "
                        "or check the iteration's samples with `azr inspect`)") from None
+    return samples, stats
+
+
+def run(run: Run, n: int, session: Session, *, force: bool = False,
+        progress: Progress | None = None) -> StageSummary:
+    """Write checkpoints/N/ and iters/N/update/summary.json."""
+    started = time.perf_counter()
+    samples, stats = train(run, n, session)
     save_checkpoint(run, n, session, stats)
     session.advance(n)
     stats["step_seconds"] = stats.pop("seconds")  # the stage's own `seconds` covers the whole stage

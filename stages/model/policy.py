@@ -78,6 +78,9 @@ class Policy:
     """Who generates: ``hf`` (this object) or ``vllm`` (:mod:`stages.model.vllm_engine`)."""
     vllm: Any = None
     """The `vllm` config section, for ``engine == "vllm"``."""
+    iteration: int | None = None
+    """The iteration whose policy this is, when a session holds it: under several ranks its
+    generation calls are shared out (:mod:`stages.parallel`); None: generate here alone."""
     _merged: Any = None
     _stop_criteria: dict[tuple[str, ...], Any] = field(default_factory=dict)
 
@@ -125,11 +128,15 @@ class Policy:
         stop: Sequence[str] | None = DEFAULT_STOP,
         progress: Callable[[int, int], None] | None = None,
         seeds: Sequence[int] | None = None,
+        distributed: bool = True,
     ) -> GenerationResult:
         """Complete every prompt (already wrapped, see :meth:`wrap`); results in input order.
         Prompt ``i`` samples from its own stream, seeded ``seeds[i]`` (default: derived from
-        ``seed`` and ``i``), so its completion does not depend on ``batch_size``."""
+        ``seed`` and ``i``), so its completion does not depend on ``batch_size``, nor on how many
+        ranks share the call (``distributed``: a session's policy on rank 0 of several)."""
         import torch
+
+        from stages import parallel
 
         if batch_size < 1 or max_new_tokens < 1:
             raise ValueError(
@@ -140,6 +147,13 @@ class Policy:
         order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), i))
         config = self._generation_config(max_new_tokens, temperature, top_p)
         seeds = list(seeds) if seeds is not None else [request_seed(seed, i) for i in range(len(encoded))]
+        if distributed and self.iteration is not None and parallel.driving():
+            out = parallel.generate(self, list(prompts), seeds, dict(
+                max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                batch_size=batch_size, stop=stop))
+            if progress is not None:
+                progress(len(prompts), len(prompts))
+            return out
         if self.engine == "vllm":
             return self._generate_vllm(encoded, max_new_tokens, temperature, top_p, seeds, stop, config, progress)
         eos_ids = as_list(config.eos_token_id)

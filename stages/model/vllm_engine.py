@@ -79,6 +79,11 @@ class VLLMEngine:
         if policy.kind.name == "qlora" and self.cpu:
             raise ModelError("model.engine=vllm with model.adapter=qlora needs a GPU (vLLM's bitsandbytes path); "
                              "use model.engine=hf on a CPU")
+        from stages import parallel
+
+        if parallel.active() and not self.cpu:
+            raise ModelError("model.engine=vllm on several GPU ranks is not supported yet (each rank's engine "
+                             "would start on the first card); use --set model.engine=hf under torchrun")
         if self.cpu:
             cores = os.cpu_count() or 1
             os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", cfg.cpu_threads or f"0-{cores - 1}")

@@ -119,12 +119,16 @@ def update_step(
     reference: Reference | None = None,
     compute: Compute | None = None,
     old_pass: bool | None = None,
+    ranks: Any = None,
 ) -> UpdateStats:
     """One iteration's update: ``cfg.ppo_epochs`` optimizer steps (default 1) over ``batch``.
     ``algorithm`` defaults to TRR++; ``reference`` to the peft model with its adapter disabled;
     ``compute`` (a context around every forward pass, e.g. bf16 autocast over fp32 master
     weights) to none. ``old_pass`` forces (True) or skips (False) the separate pass of the old
-    log-probs; by default it runs only when needed (several epochs, or PPO's old values)."""
+    log-probs; by default it runs only when needed (several epochs, or PPO's old values).
+    ``ranks`` (:class:`stages.parallel.GradientSum`, several processes): this rank backpropagates
+    its share of the micro-batches and the gradients are summed across ranks before clipping, so
+    every rank takes the step one process would take on the whole batch."""
     compute = compute or contextlib.nullcontext
     if not batch:
         raise ValueError("update_step needs at least one sample")
@@ -146,6 +150,7 @@ def update_step(
         denom = max(total_tokens, 1)
         kept = [s for s in batch if algorithm.contributes(s, cfg)]
         mbs = list(micro_batches(kept, cfg.micro_batch_size, pad_id, device))
+        mine = mbs if ranks is None else ranks.mine(mbs)
 
         # -- the behaviour policy, the reference and what the algorithm observes, before any step.
         # One on-policy epoch of an algorithm that observes nothing (TRR++) needs no pass of its
@@ -155,7 +160,9 @@ def update_step(
         separate_old = old_pass if old_pass is not None else (cfg.ppo_epochs > 1 or algorithm.observes)
         model.eval()
         with torch.no_grad():
-            for mb in mbs:
+            # what the algorithm observes feeds advantages over the whole batch: every rank
+            # computes it for every micro-batch; the rest only for its own share
+            for mb in mbs if algorithm.observes else mine:
                 if separate_old:
                     with compute():
                         mb.old_logp, _, hidden = forward(model, mb.input_ids, mb.attention_mask, mb.response_mask,
@@ -172,8 +179,9 @@ def update_step(
         sums = dict.fromkeys(("loss", "pg", "ent", "kl", "extra", "clip", "gn"), 0.0)
         has_extra = False
         for _ in range(cfg.ppo_epochs):
+            before = dict(sums)
             optimizer.zero_grad(set_to_none=True)
-            for mb in mbs:
+            for mb in mine:
                 if not mb.response_mask.any():
                     continue  # nothing to learn from (and no graph to backpropagate through)
                 with compute():
@@ -200,6 +208,10 @@ def update_step(
                 sums["pg"] += float(pg.detach())
                 sums["ent"] += float(entropy.detach())
                 sums["clip"] += float((clipped.float() * mask).sum()) / denom
+            if ranks is not None:
+                epoch = {k: sums[k] - before[k] for k in sums}
+                ranks.all_reduce(policy_params + [p for m in algorithm.modules() for p in m.parameters()], epoch)
+                sums.update({k: before[k] + epoch[k] for k in sums})
             grad_norm = torch.nn.utils.clip_grad_norm_(policy_params, cfg.max_grad_norm)
             for m in algorithm.modules():
                 torch.nn.utils.clip_grad_norm_(m.parameters(), cfg.max_grad_norm)
