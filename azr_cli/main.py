@@ -97,8 +97,10 @@ def _several_ranks(debug: bool) -> None:
     if parallel.rank() == 0:
         atexit.register(lambda: parallel.stop(_exit_code[0]))
         return
+    from stages.serve import serve
+
     try:
-        code = parallel.serve()
+        code = serve()
     except Exception as e:
         if debug:
             raise

@@ -16,8 +16,8 @@ rank *serves*: it opens the same run read-only and waits for rank 0's requests, 
   what DDP does with ``no_sync`` accumulation, written out: one all-reduce per optimizer step, and
   ranks may hold different numbers of micro-batches (DDP's hooks need the same number of passes).
 
-A serving rank keeps its policy in memory across iterations exactly as rank 0's session does; it
-never writes a file. Objects travel over a gloo group (CPU), gradients over the default group
+A serving rank (:mod:`stages.serve`) keeps its policy in memory across iterations exactly as rank
+0's session does; it never writes a file. Objects travel over a gloo group (CPU), gradients over the default group
 (NCCL on GPUs, gloo on a CPU). A rank that dies takes the others down with it (torchrun stops the
 whole group when one worker fails); rank 0's writes are atomic, so the same command resumes.
 """
@@ -94,7 +94,7 @@ def _send(message: tuple[Any, ...]) -> None:
     dist.broadcast_object_list([message], src=0, group=_GROUP)
 
 
-def _receive() -> tuple[Any, ...]:
+def receive() -> tuple[Any, ...]:
     import torch.distributed as dist
 
     box: list[Any] = [None]
@@ -102,7 +102,7 @@ def _receive() -> tuple[Any, ...]:
     return box[0]
 
 
-def _gather(share: Any) -> list[Any] | None:
+def gather(share: Any) -> list[Any] | None:
     import torch.distributed as dist
 
     every: list[Any] | None = [None] * world_size() if rank() == 0 else None
@@ -142,8 +142,8 @@ def generate(policy: Any, prompts: list[str], seeds: list[int], options: dict[st
 
     start = time.perf_counter()
     _send(("generate", policy.iteration, prompts, seeds, options))
-    mine = _share_of(policy, prompts, seeds, options)
-    shares = _gather(mine)
+    mine = share_of(policy, prompts, seeds, options)
+    shares = gather(mine)
     assert shares is not None
     return GenerationResult(merge(shares, len(prompts)), time.perf_counter() - start)
 
@@ -164,7 +164,7 @@ def stop(code: int) -> None:
 # ------------------------------------------------------------------------------------ every rank
 
 
-def _share_of(policy: Any, prompts: list[str], seeds: list[int], options: dict[str, Any]) -> list[Any]:
+def share_of(policy: Any, prompts: list[str], seeds: list[int], options: dict[str, Any]) -> list[Any]:
     mine = shard(len(prompts))
     if not mine:
         return []
@@ -226,41 +226,3 @@ def _buckets(params: list[Any]) -> list[list[Any]]:
 def gradient_sum() -> GradientSum | None:
     """The all-reduce for this process's update, or None in a single process."""
     return GradientSum() if active() and _GROUP is not None else None
-
-
-def serve() -> int:
-    """A serving rank's life: answer rank 0's requests until it says stop; returns its exit code."""
-    from stages.config.schema import Config
-    from stages.rundir.run import Run
-    from stages.session import Session
-
-    session: Session | None = None
-    try:
-        while True:
-            message = _receive()
-            kind = message[0]
-            if kind == "stop":
-                return int(message[1])
-            if kind == "session":
-                if session is not None:
-                    session.close()
-                session = Session(Run(Path(message[1]), Config.model_validate(message[2]), {}))
-            elif kind == "close":
-                if session is not None:
-                    session.close()
-                session = None
-            elif kind == "generate":
-                _, n, prompts, seeds, options = message
-                assert session is not None, "a generation request before a session"
-                _gather(_share_of(session.policy_for(n), prompts, seeds, options))
-            elif kind == "update":
-                from stages.update import train
-
-                assert session is not None, "an update request before a session"
-                train(session.run, message[1], session)
-                session.advance(message[1])
-            else:
-                raise RuntimeError(f"rank {rank()}: unknown request {kind!r} from rank 0")
-    finally:
-        if session is not None:
-            session.close()
