@@ -39,6 +39,8 @@ class AdapterKind:
     holds: str = ""
     """What a checkpoint of this kind holds, in words."""
     uses_peft: bool = True
+    vllm_quantization: str | None = None
+    """How the vLLM engine loads the base (``quantization=``); None: as it is."""
 
     def build(self, cfg: ModelSection, base: str, dtype: torch.dtype, device: str,
               checkpoint: Path | None, trainable: bool) -> Any:
@@ -103,6 +105,7 @@ class QLoRA(LoRA):
     full precision: merging into 4-bit weights would round the update away."""
 
     name = "qlora"
+    vllm_quantization = "bitsandbytes"
 
     def build(self, cfg: ModelSection, base: str, dtype: torch.dtype, device: str,
               checkpoint: Path | None, trainable: bool) -> Any:

