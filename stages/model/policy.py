@@ -205,10 +205,9 @@ class Policy:
         """Before the update: an engine that holds accelerator memory gives it back until the next
         generation (vLLM's sleep mode on a GPU; nothing for the HF path or on a CPU)."""
         if self.engine == "vllm":
-            from stages.model.vllm_engine import _ENGINES
+            from stages.model.vllm_engine import sleep_all
 
-            for e in _ENGINES.values():
-                e.sleep()
+            sleep_all()
 
     def _generation_model(self) -> Any:
         """The model to sample from: the policy, or its merged copy brought up to date."""

@@ -60,6 +60,12 @@ def engine_for(policy: Any, cfg: Any, max_model_len: int | None) -> VLLMEngine:
     return _ENGINES[key]
 
 
+def sleep_all() -> None:
+    """Every engine of the process gives its accelerator memory back (see :meth:`VLLMEngine.sleep`)."""
+    for engine in _ENGINES.values():
+        engine.sleep()
+
+
 def close_all() -> None:
     for engine in list(_ENGINES.values()):
         engine.close()
