@@ -98,9 +98,9 @@ def train(run: Run, n: int, session: Session) -> tuple[list[Any], dict[str, Any]
     from stages import parallel
     from stages.training.step import update_step
 
-    parallel.announce_update(n)
     samples = training_samples(run, n)
-    policy, optimizer, algorithm = session.trainer_for(n)
+    policy, optimizer, algorithm = session.trainer_for(n)  # first: it opens the session on every rank
+    parallel.announce_update(n)
     policy.pause_engine()
     torch.manual_seed(derive_seed(run.config.run.seed, n, "update"))
     pad = policy.tokenizer.pad_token_id if policy.tokenizer.pad_token_id is not None else 0

@@ -111,6 +111,11 @@ def test_two_ranks_run_the_loop_and_write_what_one_rank_writes(tmp_path, azr, ti
     r = _torchrun(tmp_path, "propose", "--run", runs / "two", "--iter", "2", "--force")
     assert r.returncode == 0, r.stderr[-3000:]
     assert _records(runs / "two") == two  # the stage command reproduces its records on 2 ranks
+    adapter = runs / "two" / "checkpoints" / "000002" / "adapter_model.safetensors"
+    before = adapter.read_bytes()
+    r = _torchrun(tmp_path, "update", "--run", runs / "two", "--iter", "2", "--force")  # the first request: an update
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert adapter.read_bytes() == before
     assert not (tmp_path / "audit" / "rank-1.txt").exists()
     meta = json.loads((runs / "two" / "checkpoints" / "000002" / "meta.json").read_text())
     assert meta["stats"]["grad_norm"] > 0
