@@ -10,6 +10,7 @@ import typer
 
 from azr_cli import config_cmds, eval_cmds, loop_cmds, report_cmds, run_cmds, sandbox_cmds, stage_cmds
 from sandbox.errors import SandboxUnavailable
+from stages import parallel
 from stages.errors import AzrError
 from stages.pipeline import STAGES
 
@@ -65,7 +66,7 @@ def _main() -> None:
     debug = os.environ.get("AZR_DEBUG") == "1"
     if not debug:
         _quiet_libraries()
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:  # one of several ranks (torchrun)
+    if parallel.active():  # one of several ranks (torchrun, accelerate launch)
         _several_ranks(debug)
     try:
         app()
@@ -90,8 +91,6 @@ def _several_ranks(debug: bool) -> None:
     """Under torchrun / accelerate launch: join the group; rank 0 goes on to run the command (and
     tells the others when it is over), every other rank serves it (:mod:`stages.parallel`)."""
     import atexit
-
-    from stages import parallel
 
     parallel.init()
     if parallel.rank() == 0:

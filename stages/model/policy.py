@@ -211,8 +211,11 @@ class Policy:
 
     def _generation_model(self) -> Any:
         """The model to sample from: the policy, or its merged copy brought up to date."""
-        if not self.merge_for_generation:
-            return self.model
+        return self.merged() if self.merge_for_generation else self.model
+
+    def merged(self) -> Any:
+        """A LoRA policy as a plain model, the adapter folded in (:mod:`stages.model.merged`):
+        built on first use, refreshed to the current adapter on every call."""
         if self._merged is None:
             from stages.model.merged import MergedCopy
 

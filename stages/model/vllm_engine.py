@@ -144,12 +144,8 @@ class VLLMEngine:
         if ckpt is None:  # back to the base (a fresh adapter is the identity)
             self._load(Path(policy.base_path))
         elif policy.kind.uses_peft:  # fold the adapter in: the policy's merged copy, saved, loaded
-            from stages.model.merged import MergedCopy
-
-            if policy._merged is None:
-                policy._merged = MergedCopy(policy.model)
             self._work = self._work or Path(tempfile.mkdtemp(prefix="azr-vllm-weights-"))
-            policy._merged.refresh().save_pretrained(self._work)
+            policy.merged().save_pretrained(self._work)
             self._load(self._work)
         else:
             self._load(Path(ckpt))
