@@ -165,23 +165,32 @@ def stop(code: int) -> None:
 
 
 def share_of(policy: Any, prompts: list[str], seeds: list[int], options: dict[str, Any]) -> list[Any]:
+    """This rank's completions of one call; every rank calls it (sharded weights are gathered)."""
     mine = shard(len(prompts))
-    if not mine:
-        return []
-    out = policy.generate([prompts[i] for i in mine], seeds=[seeds[i] for i in mine], distributed=False, **options)
+    with policy.full_weights():
+        if not mine:
+            return []
+        out = policy.generate([prompts[i] for i in mine], seeds=[seeds[i] for i in mine], distributed=False,
+                              **options)
     return out.completions
 
 
 class GradientSum:
     """The update's all-reduce: rank ``rank`` of ``world`` sums gradients and loss terms."""
 
-    def __init__(self) -> None:
+    def __init__(self, sharded: bool = False) -> None:
         self.rank, self.world = rank(), world_size()
+        self.sharded = sharded
+        """The policy is sharded by FSDP, which sums its gradients itself (reduce-scatter)."""
 
     def mine(self, items: list[Any]) -> list[Any]:
         return [items[j] for j in shard(len(items), self.rank, self.world)]
 
-    def all_reduce(self, params: list[Any], sums: dict[str, float]) -> None:
+    def passes(self, items: list[Any]) -> int:
+        """The most items any rank takes."""
+        return -(-len(items) // self.world)
+
+    def all_reduce(self, params: list[Any], sums: dict[str, float], device: Any = None) -> None:
         """Sum every parameter's gradient (a missing one counts as zeros) and the loss sums: the
         gradients in flat buckets of at most BUCKET_BYTES per dtype and device (few collectives,
         a bounded extra copy)."""
@@ -199,7 +208,7 @@ class GradientSum:
                 p.grad.copy_(flat[offset : offset + p.grad.numel()].view_as(p.grad))
                 offset += p.grad.numel()
         keys = sorted(sums)
-        device = params[0].device if params else "cpu"
+        device = device if device is not None else params[0].device if params else "cpu"
         totals = torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=device)
         dist.all_reduce(totals)
         for k, v in zip(keys, totals.tolist(), strict=True):
@@ -223,6 +232,14 @@ def _buckets(params: list[Any]) -> list[list[Any]]:
     return out
 
 
-def gradient_sum() -> GradientSum | None:
+def sharding(config: Any) -> str:
+    """How this process's update holds the model: ``fsdp`` (full fine-tuning on several ranks,
+    ``update.sharding`` auto or fsdp: :mod:`stages.training.sharding`) or ``replicate``."""
+    if not (active() and _GROUP is not None) or config.update.sharding == "replicate":
+        return "replicate"
+    return "fsdp" if config.model.adapter == "full" else "replicate"
+
+
+def gradient_sum(sharded: bool = False) -> GradientSum | None:
     """The all-reduce for this process's update, or None in a single process."""
-    return GradientSum() if active() and _GROUP is not None else None
+    return GradientSum(sharded) if active() and _GROUP is not None else None

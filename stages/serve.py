@@ -35,7 +35,7 @@ def serve() -> int:
                 parallel.gather(parallel.share_of(session.policy_for(n), prompts, seeds, options))
             elif kind == "update":
                 assert session is not None, "an update request before a session"
-                train(session.run, message[1], session)
+                train(session.run, message[1], session)  # rank 0 writes what it gathers
                 session.advance(message[1])
             else:
                 raise RuntimeError(f"rank {parallel.rank()}: unknown request {kind!r} from rank 0")

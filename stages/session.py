@@ -79,6 +79,8 @@ class Session:
             if ckpt is None or isinstance(e, ModelError):
                 raise
             raise damaged(ckpt, e) from None
+        if parallel.sharding(self.run.config) == "fsdp":
+            self.policy.shard()
         self.policy_iter = self.policy.iteration = n
         parallel.attach(self.run)
         return self.policy

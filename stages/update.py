@@ -49,10 +49,12 @@ def kept_checkpoints(iterations: list[int], keep_last: int, keep_every: int) -> 
     return last | every
 
 
-def save_checkpoint(run: Run, n: int, session: Session, stats: dict[str, Any]) -> None:
+def save_checkpoint(run: Run, n: int, session: Session, stats: dict[str, Any],
+                    gathered: tuple[dict[str, Any], dict[str, Any]] | None = None) -> None:
     """Write checkpoints/N/ through a temporary folder. Under the run lock, every leftover of an
     earlier write that was killed or failed (a full disk) is removed first, so retries never pile
-    up copies of the weights."""
+    up copies of the weights. ``gathered``: the whole (weights, optimizer state) of a policy
+    sharded across ranks, written in the layout one process writes."""
     from stages.training.state import save_training_state
 
     final = run.checkpoint_dir(n)
@@ -63,8 +65,9 @@ def save_checkpoint(run: Run, n: int, session: Session, stats: dict[str, Any]) -
         remove_stale(final.parent, ".*")
         try:
             with atomic_folder(final, replace=True) as tmp:
-                session.policy.save(tmp)
-                save_training_state(tmp, session.optimizer, session.algorithm)
+                session.policy.save(tmp, gathered[0] if gathered else None)
+                save_training_state(tmp, session.optimizer, session.algorithm,
+                                    optimizer_state=gathered[1] if gathered else None)
                 write_json(tmp / "meta.json", meta)
         except (OSError, RuntimeError) as e:
             raise RunError(f"cannot write checkpoint {final}: {_write_cause(final.parent, e)}") from None
@@ -90,9 +93,11 @@ def prune_checkpoints(run: Run) -> None:
             shutil.rmtree(run.checkpoint_dir(i), ignore_errors=True)
 
 
-def train(run: Run, n: int, session: Session) -> tuple[list[Any], dict[str, Any]]:
-    """Iteration n's optimizer step on the session's policy: (samples, stats). Under several ranks
-    every rank runs it (rank 0 announces it first), each on its share of the micro-batches."""
+def train(run: Run, n: int, session: Session) -> tuple[list[Any], dict[str, Any], Any]:
+    """Iteration n's optimizer step on the session's policy: (samples, stats, gathered). Under
+    several ranks every rank runs it (rank 0 announces it first), each on its share of the
+    micro-batches; a sharded policy's whole weights and optimizer state are then gathered to rank 0
+    (``gathered``; None on the other ranks, and when nothing is sharded)."""
     import torch
 
     from stages import parallel
@@ -107,19 +112,26 @@ def train(run: Run, n: int, session: Session) -> tuple[list[Any], dict[str, Any]
     try:
         stats = update_step(policy.model, samples, run.config.update, optimizer, algorithm, pad_id=pad,
                             reference=policy.reference, compute=policy.compute,
-                            ranks=parallel.gradient_sum()).to_dict()
+                            ranks=parallel.gradient_sum(policy.sharded)).to_dict()
     except FloatingPointError as e:
         raise RunError(f"update of iteration {n}: {e}; no checkpoint was written (lower update.lr, "
                        "or check the iteration's samples with `azr inspect`)") from None
-    return samples, stats
+    gathered = None
+    if policy.sharded:
+        from stages.training.sharding import full_state, local_numel
+
+        stats["weights_held"] = local_numel(policy.model) / sum(p.numel() for p in policy.model.parameters())
+        gathered = full_state(policy.model, optimizer)
+    return samples, stats, gathered
 
 
 def run(run: Run, n: int, session: Session, *, force: bool = False,
         progress: Progress | None = None) -> StageSummary:
     """Write checkpoints/N/ and iters/N/update/summary.json."""
     started = time.perf_counter()
-    samples, stats = train(run, n, session)
-    save_checkpoint(run, n, session, stats)
+    samples, stats, gathered = train(run, n, session)
+    save_checkpoint(run, n, session, stats, gathered)
+    del gathered
     session.advance(n)
     stats["step_seconds"] = stats.pop("seconds")  # the stage's own `seconds` covers the whole stage
     summary = StageSummary(count=len(samples), metrics={k: v for k, v in stats.items() if v is not None})

@@ -81,6 +81,103 @@ def test_the_update_on_two_ranks_equals_the_update_on_one(tmp_path):
     assert all(torch.equal(got[0]["after"][n], got[1]["after"][n]) for n in want)  # the ranks agree exactly
 
 
+def _full_model():
+    """The fp64 tiny Qwen2 with tied embeddings, every weight trained (no adapter)."""
+    import transformers
+    from test_training import VOCAB
+
+    torch.manual_seed(0)
+    cfg = transformers.Qwen2Config(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                                   tie_word_embeddings=True)
+    return transformers.Qwen2ForCausalLM(cfg).to(torch.float64)
+
+
+def _full_update(model, ranks=None):
+    """Two TRR++ steps of full fine-tuning on 5 samples: 3 micro-batches, so on 2 ranks one rank
+    makes a pass at zero weight."""
+    from test_training import make_batch, ucfg
+
+    from stages.training.state import build_optimizer
+    from stages.training.step import update_step
+
+    cfg = ucfg(entropy_coef=0.01)
+    optimizer = build_optimizer(model.parameters(), cfg)
+    stats = [update_step(model, make_batch(5, seed=s), cfg, optimizer, pad_id=0, ranks=ranks) for s in (1, 2)]
+    return optimizer, stats
+
+
+def _fsdp_worker(rank: int, world: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    sys.path.insert(0, str(REPO / "tests"))
+    from stages.training import sharding
+
+    parallel.init()
+    try:
+        model = sharding.shard(_full_model())
+        held = sharding.local_numel(model)
+        optimizer, stats = _full_update(model, parallel.gradient_sum(sharded=True))
+        held_state = sum(v.to_local().numel() for s in optimizer.state.values() for k, v in s.items() if k != "step")
+        gathered = sharding.full_state(model, optimizer)
+        if rank == 0:
+            torch.save(gathered[1], f"{out}/optimizer.pt")
+        dist.barrier()
+        # resuming: the whole state (one process's layout) read back, each rank keeping its shard
+        from test_training import ucfg
+
+        from stages.training.state import build_optimizer
+
+        again = build_optimizer(model.parameters(), ucfg())
+        again.load_state_dict(sharding.local_optimizer_state(again, torch.load(f"{out}/optimizer.pt")))
+        reloaded = all(torch.equal(v.to_local(), again.state[p][k].to_local())
+                       for p, st in optimizer.state.items() for k, v in st.items() if k != "step")
+        with sharding.full_weights(model), torch.no_grad():  # each rank alone, a different number of passes
+            logits = [model(torch.tensor([[1, 2, 3]])).logits for _ in range(rank + 1)][-1]
+        torch.save({"gathered": gathered, "held": held, "held_state": held_state, "logits": logits, "reloaded": reloaded,
+                    "loss": [s.loss for s in stats], "grad_norm": [s.grad_norm for s in stats]}, f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_fsdp_shards_the_weights_and_its_update_equals_the_update_on_one_rank(tmp_path):
+    """Full fine-tuning under FSDP on 2 ranks: each rank holds half the weights and half of AdamW's
+    state; after two steps the gathered weights and optimizer state equal one process's (fp64),
+    the gathered state loads back into each rank's shard (a resume on any number of ranks), and the
+    whole weights, gathered for generation, give one process's logits on every rank."""
+    import torch.multiprocessing as mp
+
+    model = _full_model()
+    total = sum(p.numel() for p in model.parameters())
+    optimizer, stats = _full_update(model)
+    want_weights, want_state = model.state_dict(), optimizer.state_dict()
+    with torch.no_grad():
+        want_logits = model(torch.tensor([[1, 2, 3]])).logits
+    mp.spawn(_fsdp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    got = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    assert got[1]["gathered"] is None  # only rank 0 receives the whole state
+    weights, state = got[0]["gathered"]
+    assert weights.keys() == want_weights.keys()
+    assert weights["lm_head.weight"] is weights["model.embed_tokens.weight"]  # tied stays tied
+    moved = 0.0
+    for name, p in want_weights.items():
+        torch.testing.assert_close(weights[name], p, rtol=1e-7, atol=1e-10)
+        moved = max(moved, float((p - _full_model().state_dict()[name]).abs().max()))
+    assert moved > 1e-3  # the weights move
+    assert state["param_groups"] == want_state["param_groups"]
+    for i, s in want_state["state"].items():
+        for k, v in s.items():
+            torch.testing.assert_close(state["state"][i][k], v, rtol=1e-7, atol=1e-12)
+    for r in range(2):
+        assert got[r]["held"] == total // 2  # every tensor of the tiny model splits evenly
+        assert got[r]["held_state"] == total  # exp_avg and exp_avg_sq: half of 2 × the weights
+        assert got[r]["reloaded"]  # the saved whole state, cut to this rank's shard, is what it held
+        torch.testing.assert_close(got[r]["logits"], want_logits, rtol=1e-7, atol=1e-10)
+        assert got[r]["loss"] == pytest.approx([s.loss for s in stats], rel=1e-9)
+        assert got[r]["grad_norm"] == pytest.approx([s.grad_norm for s in stats], rel=1e-9)
+
+
 def _torchrun(tmp_path: Path, *args: str, background: bool = False):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "AZR_AUDIT_ROOT": str(tmp_path / "runs"),
            "AZR_AUDIT_DIR": str(tmp_path / "audit"), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
@@ -119,6 +216,35 @@ def test_two_ranks_run_the_loop_and_write_what_one_rank_writes(tmp_path, azr, ti
     assert not (tmp_path / "audit" / "rank-1.txt").exists()
     meta = json.loads((runs / "two" / "checkpoints" / "000002" / "meta.json").read_text())
     assert meta["stats"]["grad_norm"] > 0
+
+
+def _weights(run: Path, n: int) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(run / "checkpoints" / f"{n:06d}" / "model.safetensors")
+
+
+def test_full_fine_tuning_on_two_ranks_is_sharded_and_resumes_on_one(tmp_path, azr, tiny_model):
+    """`model.adapter: full` on 2 ranks: FSDP (each rank holds half the weights), the records and
+    checkpoints of one rank, nothing written by rank 1; the run then resumes on a single process
+    from the checkpoint the 2 ranks wrote, as if it had run on one all along."""
+    runs = tmp_path / "runs"
+    full = ("--config", TINY, "--set", "model.adapter=full", "--set", "update.lr=0.001")
+    r = _torchrun(tmp_path, "loop", "--run", runs / "two", "--iters", "2", *full)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not (tmp_path / "audit" / "rank-1.txt").exists(), (tmp_path / "audit" / "rank-1.txt").read_text()
+    summary = json.loads((runs / "two" / "iters" / "000002" / "update" / "summary.json").read_text())
+    assert summary["metrics"]["weights_held"] == 0.5
+    assert azr("loop", "--run", runs / "one", "--iters", "3", *full).code == 0
+    one, two = _records(runs / "one"), _records(runs / "two")
+    assert {k: v for k, v in one.items() if "000003" not in k} == two
+    assert azr("loop", "--run", runs / "two", "--iters", "3").code == 0  # one process, from the 2 ranks' checkpoint
+    assert _records(runs / "two") == one
+    want, got, start = _weights(runs / "one", 3), _weights(runs / "two", 3), _weights(runs / "one", 2)
+    assert want.keys() == got.keys()
+    for name, w in want.items():
+        torch.testing.assert_close(got[name], w, rtol=1e-5, atol=1e-6)
+    assert any(not torch.equal(want[k], start[k]) for k in want)  # the weights move
 
 
 def test_a_rank_killed_mid_run_stops_both_and_the_rerun_finishes(tmp_path, azr, tiny_model):

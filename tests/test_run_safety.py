@@ -94,7 +94,7 @@ class _Policy:
     def __init__(self, die: bool = False, fail: BaseException | None = None):
         self.die, self.fail = die, fail
 
-    def save(self, folder):
+    def save(self, folder, weights=None):
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "adapter_model.safetensors").write_bytes(b"\0" * 100_000)
         if self.fail is not None:

@@ -261,6 +261,10 @@ class UpdateSection(Section):
     """Positions per chunk when computing token log-probs (0 = all at once: more memory)."""
     gradient_checkpointing: bool = _runtime(False)
     """Recompute activations in backward to save memory."""
+    sharding: Literal["auto", "replicate", "fsdp"] = _runtime("auto")
+    """Several ranks: `replicate` (every rank holds the whole model, gradients are summed) or
+    `fsdp` (each rank holds 1/K of the weights, gradients and optimizer state; full fine-tuning
+    only); `auto` is fsdp for `model.adapter: full`, replicate otherwise. One rank: ignored."""
     keep_last: int = _runtime(2, ge=1)
     """Checkpoints kept: the last k ..."""
     keep_every: int = _runtime(50, ge=0)
@@ -302,6 +306,13 @@ class Config(Section):
     log: LogSection = LogSection()
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
+
+    @model_validator(mode="after")
+    def _check_sharding(self) -> Config:
+        if self.update.sharding == "fsdp" and self.model.adapter != "full":
+            raise ValueError(f"update.sharding=fsdp shards full fine-tuning; with model.adapter={self.model.adapter} "
+                             "every rank keeps the small adapter whole: set update.sharding=replicate or auto")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)

@@ -61,8 +61,8 @@ class AdapterKind:
             raise ModelError(f"checkpoint {checkpoint} has no {self.marker}: with model.adapter={self.name} "
                              f"it must hold {self.holds}")
 
-    def save(self, policy: Policy, folder: Path) -> None:
-        policy.model.save_pretrained(folder)
+    def save(self, policy: Policy, folder: Path, weights: dict[str, Any] | None = None) -> None:
+        policy.model.save_pretrained(folder, state_dict=weights)
 
     @contextlib.contextmanager
     def reference(self, policy: Policy) -> Iterator[Any]:
@@ -144,8 +144,8 @@ class Full(AdapterKind):
         model = loading.from_pretrained(weights, cfg.name, dtype=dtype).to(device)
         return model.requires_grad_(trainable)
 
-    def save(self, policy: Policy, folder: Path) -> None:
-        policy.model.save_pretrained(folder)
+    def save(self, policy: Policy, folder: Path, weights: dict[str, Any] | None = None) -> None:
+        policy.model.save_pretrained(folder, state_dict=weights)
         policy.tokenizer.save_pretrained(folder)
 
     @contextlib.contextmanager

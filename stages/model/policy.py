@@ -81,6 +81,9 @@ class Policy:
     iteration: int | None = None
     """The iteration whose policy this is, when a session holds it: under several ranks its
     generation calls are shared out (:mod:`stages.parallel`); None: generate here alone."""
+    sharded: bool = False
+    """The weights are sharded across ranks by FSDP (:mod:`stages.training.sharding`): generation
+    runs inside :meth:`full_weights`."""
     _merged: Any = None
     _stop_criteria: dict[tuple[str, ...], Any] = field(default_factory=dict)
 
@@ -277,6 +280,23 @@ class Policy:
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
+    def full_weights(self) -> contextlib.AbstractContextManager[Any]:
+        """The whole weights on this rank while open, when they are sharded (every rank enters it
+        together: it gathers them); nothing otherwise. The vLLM engine serves the checkpoint, so
+        it never needs them."""
+        if not self.sharded or self.engine == "vllm":
+            return contextlib.nullcontext()
+        from stages.training.sharding import full_weights
+
+        return full_weights(self.model)
+
+    def shard(self) -> None:
+        """Shard the weights across the ranks with FSDP (full fine-tuning on several ranks)."""
+        from stages.training.sharding import shard
+
+        shard(self.model, self.compute_dtype)
+        self.sharded = True
+
     def compute(self) -> contextlib.AbstractContextManager[Any]:
         """The context forward passes run in: autocast to :attr:`compute_dtype`, or nothing."""
         import torch
@@ -289,11 +309,12 @@ class Policy:
         """The reference model (the base, for KL), as a context: see the adapter kind."""
         return self.kind.reference(self)
 
-    def save(self, directory: str | Path) -> Path:
-        """Write what the adapter kind keeps: a peft adapter (lora/qlora) or the full weights."""
+    def save(self, directory: str | Path, weights: dict[str, Any] | None = None) -> Path:
+        """Write what the adapter kind keeps: a peft adapter (lora/qlora) or the full weights
+        (``weights``: the whole state dict gathered from sharded ones)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.kind.save(self, directory)
+        self.kind.save(self, directory, weights)
         return directory
 
 

@@ -51,6 +51,12 @@ def _chunk_logprobs(
     return logp, entropy
 
 
+SCORED = "azr_scored_forward"
+"""The method a model sharded by FSDP carries for :func:`forward` (:mod:`stages.training.sharding`):
+registered as one of its root unit's forward methods, so that the pass, which calls the decoder and
+the LM head directly, runs between the root's gather and its gradient reduce-scatter."""
+
+
 def forward(
     model: nn.Module,
     input_ids: torch.Tensor,
@@ -63,6 +69,22 @@ def forward(
     """(logprobs [B,T], entropy [B,T], hidden states of the predicting positions [N,H]), each
     row's logits divided by ``temperature[b]`` (None: 1)."""
     lm = causal_lm(model)
+    scored = getattr(lm, SCORED, None)
+    if scored is not None:
+        return scored(input_ids, attention_mask, response_mask, chunk, with_entropy, temperature)
+    return plain_forward(lm, input_ids, attention_mask, response_mask, chunk, with_entropy, temperature)
+
+
+def plain_forward(
+    lm: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_mask: torch.Tensor,
+    chunk: int,
+    with_entropy: bool,
+    temperature: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`forward` on the causal LM ``lm`` itself."""
     hidden = lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
     hidden = hidden.last_hidden_state[:, :-1]  # position t predicts token t+1
     lm_head = lm.get_output_embeddings()

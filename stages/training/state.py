@@ -76,13 +76,16 @@ def save_training_state(
     optimizer: torch.optim.Optimizer,
     algorithm: Algorithm | None = None,
     rng: random.Random | None = None,
+    optimizer_state: dict[str, Any] | None = None,
 ) -> None:
     """Write what an exact resume needs besides the model weights into ``directory``: the
-    optimizer state, the RNG states (torch, CUDA, python's global and ``rng``, numpy) and the
-    algorithm's own parameters (PPO's ``value_head.safetensors``, beside the adapter)."""
+    optimizer state (``optimizer_state``: the whole one gathered from sharded ranks), the RNG
+    states (torch, CUDA, python's global and ``rng``, numpy) and the algorithm's own parameters
+    (PPO's ``value_head.safetensors``, beside the adapter)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    torch.save({"optimizer": optimizer.state_dict(), "rng": _rng_state(rng)}, directory / TRAINING_STATE_FILE)
+    state = optimizer_state if optimizer_state is not None else optimizer.state_dict()
+    torch.save({"optimizer": state, "rng": _rng_state(rng)}, directory / TRAINING_STATE_FILE)
     if algorithm is not None:
         algorithm.save(directory)
 
@@ -94,10 +97,13 @@ def load_training_state(
     rng: random.Random | None = None,
 ) -> None:
     """Restore what :func:`save_training_state` wrote, in place. The optimizer must be built over
-    the same parameters in the same order (e.g. by :func:`build_optimizer` on the reloaded model)."""
+    the same parameters in the same order (e.g. by :func:`build_optimizer` on the reloaded model);
+    over parameters sharded by FSDP, each rank keeps its shard of the whole state."""
+    from stages.training.sharding import local_optimizer_state
+
     directory = Path(directory)
     state = torch.load(directory / TRAINING_STATE_FILE, map_location="cpu", weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
+    optimizer.load_state_dict(local_optimizer_state(optimizer, state["optimizer"]))
     if algorithm is not None:
         algorithm.load(directory)
     _set_rng_state(state["rng"], rng)

@@ -32,6 +32,7 @@ from stages.training.batch import TokenSample, micro_batches
 from stages.training.logprobs import body_checkpointed, causal_lm, forward, token_logprobs
 from stages.training.losses import clipped_surrogate, kl_k3
 from stages.training.memory import PeakMemory
+from stages.training.sharding import full_weights, total_norm
 
 if TYPE_CHECKING:
     from stages.config.schema import UpdateSection
@@ -109,6 +110,15 @@ def _algorithm(cfg: UpdateSection, algorithm: Algorithm | None, optimizer: torch
     return algorithm
 
 
+def _zero_pass(model: nn.Module, mb: Any, cfg: UpdateSection, compute: Compute) -> None:
+    """A forward and backward pass that adds nothing to any gradient: under FSDP a rank with no
+    micro-batch left still takes part in every unit's gather and gradient reduce-scatter."""
+    with compute():
+        logp, _, _ = forward(model, mb.input_ids, mb.attention_mask, mb.response_mask, cfg.logprob_chunk, False,
+                             mb.temperature)
+    (logp.sum() * 0.0).backward()
+
+
 def update_step(
     model: nn.Module,
     batch: Sequence[TokenSample],
@@ -128,7 +138,8 @@ def update_step(
     log-probs; by default it runs only when needed (several epochs, or PPO's old values).
     ``ranks`` (:class:`stages.parallel.GradientSum`, several processes): this rank backpropagates
     its share of the micro-batches and the gradients are summed across ranks before clipping, so
-    every rank takes the step one process would take on the whole batch."""
+    every rank takes the step one process would take on the whole batch; on a model sharded by FSDP
+    (``ranks.sharded``, :mod:`stages.training.sharding`) FSDP sums the policy's gradients itself."""
     compute = compute or contextlib.nullcontext
     if not batch:
         raise ValueError("update_step needs at least one sample")
@@ -150,7 +161,13 @@ def update_step(
         denom = max(total_tokens, 1)
         kept = [s for s in batch if algorithm.contributes(s, cfg)]
         mbs = list(micro_batches(kept, cfg.micro_batch_size, pad_id, device))
-        mine = mbs if ranks is None else ranks.mine(mbs)
+        mine: list[Any] = mbs if ranks is None else ranks.mine(mbs)
+        sharded = ranks is not None and ranks.sharded
+        if sharded:
+            # FSDP gathers each unit's weights with every rank in every pass: every rank makes the
+            # same number of passes, a missing one (None) at zero weight on a spare micro-batch
+            mine += [None] * (ranks.passes(mbs) - len(mine))
+        spare = next((mb for mb in mbs if mb.response_mask.any()), None)
 
         # -- the behaviour policy, the reference and what the algorithm observes, before any step.
         # One on-policy epoch of an algorithm that observes nothing (TRR++) needs no pass of its
@@ -159,10 +176,12 @@ def update_step(
         # of the update's forward work saved.
         separate_old = old_pass if old_pass is not None else (cfg.ppo_epochs > 1 or algorithm.observes)
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), full_weights(model) if sharded else contextlib.nullcontext():
             # what the algorithm observes feeds advantages over the whole batch: every rank
             # computes it for every micro-batch; the rest only for its own share
             for mb in mbs if algorithm.observes else mine:
+                if mb is None:
+                    continue
                 if separate_old:
                     with compute():
                         mb.old_logp, _, hidden = forward(model, mb.input_ids, mb.attention_mask, mb.response_mask,
@@ -182,7 +201,9 @@ def update_step(
             before = dict(sums)
             optimizer.zero_grad(set_to_none=True)
             for mb in mine:
-                if not mb.response_mask.any():
+                if mb is None or not mb.response_mask.any():
+                    if sharded and spare is not None:
+                        _zero_pass(model, spare, cfg, compute)
                     continue  # nothing to learn from (and no graph to backpropagate through)
                 with compute():
                     logp, ent, hidden = forward(model, mb.input_ids, mb.attention_mask, mb.response_mask,
@@ -208,20 +229,21 @@ def update_step(
                 sums["pg"] += float(pg.detach())
                 sums["ent"] += float(entropy.detach())
                 sums["clip"] += float((clipped.float() * mask).sum()) / denom
-            if ranks is not None:
+            if ranks is not None:  # under FSDP the policy's gradients are already summed (reduce-scatter)
                 epoch = {k: sums[k] - before[k] for k in sums}
-                ranks.all_reduce(policy_params + [p for m in algorithm.modules() for p in m.parameters()], epoch)
+                ranks.all_reduce(([] if sharded else policy_params)
+                                 + [p for m in algorithm.modules() for p in m.parameters()], epoch, device)
                 sums.update({k: before[k] + epoch[k] for k in sums})
-            grad_norm = torch.nn.utils.clip_grad_norm_(policy_params, cfg.max_grad_norm)
+            grad_norm = total_norm(torch.nn.utils.clip_grad_norm_(policy_params, cfg.max_grad_norm))
             for m in algorithm.modules():
                 torch.nn.utils.clip_grad_norm_(m.parameters(), cfg.max_grad_norm)
-            if not (math.isfinite(sums["loss"]) and math.isfinite(float(grad_norm))):
+            if not (math.isfinite(sums["loss"]) and math.isfinite(grad_norm)):
                 optimizer.zero_grad(set_to_none=True)
                 raise FloatingPointError(
-                    f"the loss ({sums['loss']:.4g}) or the gradient norm ({float(grad_norm):.4g}) is not "
+                    f"the loss ({sums['loss']:.4g}) or the gradient norm ({grad_norm:.4g}) is not "
                     "finite; no optimizer step was taken"
                 )
-            sums["gn"] += float(grad_norm)
+            sums["gn"] += grad_norm
             if kept:
                 optimizer.step()
         optimizer.zero_grad(set_to_none=True)
