@@ -57,6 +57,7 @@ def main() -> None:
         _main()
     except SystemExit as e:  # what rank 0 tells the other ranks when it is over (several ranks)
         _exit_code[0] = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        parallel.stop(_exit_code[0])
         raise
 
 

@@ -154,9 +154,16 @@ def announce_update(n: int) -> None:
         _send(("update", n))
 
 
+_STOPPED = False
+
+
 def stop(code: int) -> None:
-    """Rank 0's command is over: the serving ranks exit with its code."""
-    if driving():
+    """Rank 0's command is over: the serving ranks exit with its code (once; called as the command
+    ends, before the exit handlers of libraries that tear the process group down, vLLM's among
+    them, and again from an exit handler of ours in case the command ended another way)."""
+    global _STOPPED
+    if driving() and not _STOPPED:
+        _STOPPED = True
         with contextlib.suppress(Exception):  # a rank already gone: torchrun stops the rest
             _send(("stop", code))
 

@@ -274,3 +274,41 @@ def test_gradient_buckets_keep_order_and_split_by_size_and_dtype(monkeypatch):
     buckets = parallel._buckets(params)
     assert [len(b) for b in buckets] == [2, 1, 1, 1]  # 16+32 bytes, then 64, then a new dtype, then back
     assert [p for b in buckets for p in b] == params
+
+
+def test_each_rank_runs_its_own_vllm_engine_and_the_records_are_one_ranks(tmp_path, azr, tiny_model):
+    """`model.engine: vllm` on 2 ranks: one engine per rank on its share of the prompts (data
+    parallel); the records are those of one process with one engine, byte for byte (per-request
+    seeds), and rank 1, which saves its own copy of the merged weights for its engine, writes
+    nothing under the runs folder."""
+    pytest.importorskip("vllm")
+    runs = tmp_path / "runs"
+    args = ("--config", TINY, "--iters", "2", "--set", "model.engine=vllm")
+    r = _torchrun(tmp_path, "loop", "--run", runs / "two", *args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not (tmp_path / "audit" / "rank-1.txt").exists(), (tmp_path / "audit" / "rank-1.txt").read_text()
+    assert azr("loop", "--run", runs / "one", *args).code == 0
+    one = _records(runs / "one")
+    assert len(one) == 10 and _records(runs / "two") == one
+
+
+def test_a_ranks_vllm_engine_starts_on_the_ranks_card_alone(monkeypatch):
+    """Under several GPU ranks the engine core (a spawned process) starts seeing one card, that of
+    LOCAL_RANK among those visible, as a world of one; the rank's own environment comes back."""
+    from stages.model.vllm_engine import _this_ranks_card
+
+    monkeypatch.setattr(parallel, "active", lambda: True)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "6")
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
+    with _this_ranks_card(cpu=False):
+        seen = {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "LOCAL_RANK", "RANK", "WORLD_SIZE",
+                                               "VLLM_ENABLE_V1_MULTIPROCESSING")}
+    assert seen == {"CUDA_VISIBLE_DEVICES": "5", "LOCAL_RANK": "0", "RANK": "0", "WORLD_SIZE": "1",
+                    "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
+    assert (os.environ["CUDA_VISIBLE_DEVICES"], os.environ["LOCAL_RANK"], os.environ["RANK"]) == ("4,5,6", "1", "3")
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in os.environ
+    with _this_ranks_card(cpu=True):  # a CPU: the engine core runs in this process, nothing changes
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "4,5,6"

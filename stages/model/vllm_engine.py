@@ -16,7 +16,8 @@ serves the weights of the policy's checkpoint (``checkpoints/<N-1>/`` for iterat
 - full weights loaded in place from the checkpoint folder (``reload_weights``);
 - QLoRA on a GPU: the base through vLLM's bitsandbytes loader, the adapter as a LoRA request.
 
-One engine per process, started on first use (15-25 s on 2 CPU cores in eager mode) and kept for
+Under several ranks each rank runs its own engine on its share of the prompts (data parallel), on
+its own card (:func:`_this_ranks_card`). One engine per process, started on first use (15-25 s on 2 CPU cores in eager mode) and kept for
 the loop; on a GPU it sleeps during the update so the trainer gets its memory back (vLLM's sleep
 mode; on a CPU that is a no-op). vLLM starts its engine core in a spawned process: an entry point
 needs ``if __name__ == "__main__":`` (azr's own have it) — on a GPU; on a CPU the engine core runs
@@ -38,7 +39,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,11 +86,6 @@ class VLLMEngine:
         if policy.kind.vllm_quantization and self.cpu:
             raise ModelError("model.engine=vllm with model.adapter=qlora needs a GPU (vLLM's bitsandbytes path); "
                              "use model.engine=hf on a CPU")
-        from stages import parallel
-
-        if parallel.active() and not self.cpu:
-            raise ModelError("model.engine=vllm on several GPU ranks is not supported yet (each rank's engine "
-                             "would start on the first card); use --set model.engine=hf under torchrun")
         if self.cpu:
             cores = os.cpu_count() or 1
             os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", cfg.cpu_threads or f"0-{cores - 1}")
@@ -121,7 +117,8 @@ class VLLMEngine:
             kwargs.update(gpu_memory_utilization=cfg.gpu_memory_utilization, enable_sleep_mode=cfg.sleep)
         started = time.perf_counter()
         try:
-            self.llm: Any = LLM(**kwargs)
+            with _this_ranks_card(self.cpu):
+                self.llm: Any = LLM(**kwargs)
         except Exception as e:
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise ModelError(f"the vLLM engine did not start ({type(e).__name__}: {first}); "
@@ -145,7 +142,7 @@ class VLLMEngine:
             self._load(Path(policy.base_path))
         elif policy.kind.uses_peft:  # fold the adapter in: the policy's merged copy, saved, loaded
             self._work = self._work or Path(tempfile.mkdtemp(prefix="azr-vllm-weights-"))
-            policy.merged().save_pretrained(self._work)
+            _save_weights(policy.merged(), self._work)
             self._load(self._work)
         else:
             self._load(Path(ckpt))
@@ -234,3 +231,41 @@ def _quiet() -> None:
 
 def _dtype_name(dtype: Any) -> str:
     return str(dtype).replace("torch.", "")
+
+
+def _save_weights(model: Any, folder: Path) -> None:
+    """The weights of a plain model as safetensors, all the engine reloads. Not save_pretrained:
+    under several ranks transformers writes only on rank 0, and each rank's engine has its own copy."""
+    from safetensors.torch import save_model
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_model(model, str(folder / "model.safetensors"))  # tied weights are written once
+
+
+@contextlib.contextmanager
+def _this_ranks_card(cpu: bool) -> Iterator[None]:
+    """Under several GPU ranks: the engine core this rank starts sees only the rank's card (the
+    core is a spawned process, so the environment it starts with decides), as rank 0 of a world of
+    one (vLLM's own process group, apart from the ranks'). Data parallel: one engine per rank, each
+    on its share of the prompts. Nothing to do in a single process or on a CPU."""
+    from stages import parallel
+
+    if cpu or not parallel.active():
+        yield
+        return
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    visible = [c for c in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if c.strip()]
+    card = visible[local] if local < len(visible) else str(local)
+    names = ("CUDA_VISIBLE_DEVICES", "LOCAL_RANK", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE",
+             "VLLM_ENABLE_V1_MULTIPROCESSING")
+    saved = {k: os.environ.get(k) for k in names}
+    os.environ.update(CUDA_VISIBLE_DEVICES=card, LOCAL_RANK="0", RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
+                      VLLM_ENABLE_V1_MULTIPROCESSING="1")
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
