@@ -15,6 +15,9 @@ rank *serves*: it opens the same run read-only and waits for rank 0's requests, 
   so each rank takes the same optimizer step and the weights stay identical everywhere. That is
   what DDP does with ``no_sync`` accumulation, written out: one all-reduce per optimizer step, and
   ranks may hold different numbers of micro-batches (DDP's hooks need the same number of passes).
+  Full fine-tuning is sharded instead (``update.sharding``, :mod:`stages.training.sharding`): FSDP
+  reduce-scatters the gradients, every rank makes the same number of passes, and rank 0 gathers
+  the whole weights and optimizer state to write the checkpoint.
 
 A serving rank (:mod:`stages.serve`) keeps its policy in memory across iterations exactly as rank
 0's session does; it never writes a file. Objects travel over a gloo group (CPU), gradients over the default group
