@@ -169,6 +169,22 @@ def stop(code: int) -> None:
         _STOPPED = True
         with contextlib.suppress(Exception):  # a rank already gone: torchrun stops the rest
             _send(("stop", code))
+            leave()
+
+
+def leave() -> None:
+    """Every rank, at the end: wait until all have their last message, then close the group (a
+    process that exits with the group open can abort in gloo's threads as they are torn down)."""
+    global _GROUP
+    import torch.distributed as dist
+
+    if _GROUP is None or not dist.is_initialized():
+        return
+    with contextlib.suppress(Exception):
+        dist.barrier(group=_GROUP)
+    with contextlib.suppress(Exception):
+        dist.destroy_process_group()
+    _GROUP = None
 
 
 # ------------------------------------------------------------------------------------ every rank

@@ -20,6 +20,7 @@ def serve() -> int:
             message = parallel.receive()
             kind = message[0]
             if kind == "stop":
+                parallel.leave()
                 return int(message[1])
             if kind == "session":
                 if session is not None:
