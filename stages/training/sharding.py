@@ -75,10 +75,6 @@ def units(model: nn.Module) -> list[Any]:
     return [m for m in model.modules() if isinstance(m, FSDPModule)]
 
 
-def is_sharded(model: nn.Module) -> bool:
-    return bool(units(model))
-
-
 @contextlib.contextmanager
 def full_weights(model: nn.Module) -> Iterator[nn.Module]:
     """Every rank holds the whole weights inside (one all-gather per unit on entry); forward

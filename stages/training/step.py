@@ -167,7 +167,7 @@ def update_step(
             # FSDP gathers each unit's weights with every rank in every pass: every rank makes the
             # same number of passes, a missing one (None) at zero weight on a spare micro-batch
             mine += [None] * (ranks.passes(mbs) - len(mine))
-        spare = next((mb for mb in mbs if mb.response_mask.any()), None)
+        spare = next((mb for mb in mbs if mb.response_mask.any()), None) if sharded else None
 
         # -- the behaviour policy, the reference and what the algorithm observes, before any step.
         # One on-policy epoch of an algorithm that observes nothing (TRR++) needs no pass of its
@@ -202,7 +202,7 @@ def update_step(
             optimizer.zero_grad(set_to_none=True)
             for mb in mine:
                 if mb is None or not mb.response_mask.any():
-                    if sharded and spare is not None:
+                    if spare is not None:
                         _zero_pass(model, spare, cfg, compute)
                     continue  # nothing to learn from (and no graph to backpropagate through)
                 with compute():
