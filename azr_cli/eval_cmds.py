@@ -20,7 +20,7 @@ EvalIterOpt = Annotated[
 BaseOpt = Annotated[bool, typer.Option("--base", help="Evaluate the base model (no adapter).")]
 SuiteOpt = Annotated[
     list[str] | None,
-    typer.Option("--suite", help="humaneval | humaneval-io | cruxeval | mbpp (repeatable); "
+    typer.Option("--suite", help="humaneval | humaneval-io | cruxeval | mbpp | dev (repeatable); "
                  "default: the run's eval.suites.", show_default=False),
 ]
 LimitOpt = Annotated[
@@ -28,7 +28,7 @@ LimitOpt = Annotated[
 ]
 DataOpt = Annotated[
     Path | None,
-    typer.Option("--data", help="Local JSONL data: CRUXEval (code/input/output), MBPP (text/code/test_list), "
+    typer.Option("--data", help="Local JSONL data: CRUXEval (code/input/output), MBPP (text/code/test_list), azr tasks (dev), "
                  "or another HumanEval file.", show_default=False),
 ]
 CompareOpt = Annotated[bool, typer.Option("--compare", help="Show saved scores: base vs iterations.")]

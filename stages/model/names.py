@@ -41,9 +41,30 @@ def pick_device(requested: str = "auto") -> str:
     return requested
 
 
-def pick_dtype(requested: str, device: str) -> torch.dtype:
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+"""CPU flags that mean bfloat16 matrix products run natively (oneDNN uses them)."""
+
+
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU computes bfloat16 natively (AMX or AVX-512 BF16), read from /proc/cpuinfo."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    return any(f in flags for f in BF16_CPU_FLAGS)
+
+
+def pick_dtype(requested: str, device: str, cpu_bf16: bool | None = None) -> torch.dtype:
+    """``auto``: bfloat16 on CUDA, float32 on a CPU. ``auto-bf16``: bfloat16 on CUDA and on a CPU
+    that computes it natively (:func:`cpu_has_bf16`), float32 on any other CPU (emulated bf16 is
+    slower than fp32 there)."""
     import torch
 
     if requested == "auto":
         return torch.bfloat16 if device == "cuda" else torch.float32
+    if requested == "auto-bf16":
+        native = device == "cuda" or (cpu_has_bf16() if cpu_bf16 is None else cpu_bf16)
+        return torch.bfloat16 if native else torch.float32
     return getattr(torch, requested)

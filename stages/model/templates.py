@@ -25,8 +25,9 @@ R1_PREAMBLE = (
     "tags: <think> reasoning here </think> <answer> answer here </answer>.\n"
 )
 
-BUILTIN_FORMATS = {"builtin:tiny": "chat", "builtin:smollm2-135m": "chat"}
-"""The built-ins' own formats: both ship a ChatML template (SmolLM2 is an instruct model)."""
+BUILTIN_FORMATS = {"builtin:tiny": "chat", "builtin:smollm2-135m": "chat", "builtin:qwen2.5-coder-0.5b": "chat"}
+"""The built-ins' own formats: each ships a ChatML template (SmolLM2 and Qwen2.5-Coder are instruct
+models)."""
 
 _INSTRUCT = re.compile(r"(instruct|chat|[-_]it\b|[-_]sft\b|rlhf|dpo)", re.IGNORECASE)
 

@@ -77,6 +77,11 @@ def cache_checks() -> list[GpuCheck]:
     out.append(GpuCheck(
         name="azr model cache", level="info",
         detail=f"{azr}: {', '.join(names) or 'empty'} ({folder_size(azr) / GIB:.2f} GiB)"))
+    from stages.model.builtins import present_builtins
+
+    for name, state in present_builtins().items():
+        out.append(GpuCheck(name=f"built-in {name}", level="warn" if state.startswith("missing") else "ok",
+                            detail=state))
     hub = hf_cache_dir()
     models = sorted(p.name.removeprefix("models--").replace("--", "/")
                     for p in hub.glob("models--*")) if hub.is_dir() else []
