@@ -10,12 +10,42 @@ from typing import Any
 
 import orjson
 from rich.console import Console
+from rich.errors import MarkupError
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+_LITERALS: set[str] = set()  # user-given text (run paths, file names) that is never markup
+
+
+def literal(text: object) -> None:
+    """Remember a user-given text (a path from the command line) so that wherever it appears in a
+    message written with Rich markup it is shown as typed: `runs/[bold]x[/]` is a folder name,
+    not a style."""
+    if "[" in (s := str(text)):
+        _LITERALS.add(s)
+
+
+class _Console(Console):
+    """A Console whose markup never comes from the user: remembered literals are escaped before
+    the markup is read, and a message that still is not valid markup is shown as plain text
+    (never a MarkupError out of a command)."""
+
+    def render_str(self, text: str, **kw: Any) -> Any:  # type: ignore[override]
+        markup = kw.get("markup")
+        if not (markup or (markup is None and self._markup)):
+            return super().render_str(text, **kw)
+        for lit in sorted(_LITERALS, key=len, reverse=True):
+            if lit in text:
+                text = text.replace(lit, escape(lit))
+        try:
+            return super().render_str(text, **kw)
+        except MarkupError:
+            return super().render_str(text, **{**kw, "markup": False})
+
+
+out = _Console(highlight=False)
+err = _Console(stderr=True, highlight=False)
 
 
 def print_json(data: Any) -> None:
@@ -35,11 +65,12 @@ def info(message: str) -> None:
 
 
 def kv_table(title: str, rows: dict[str, Any]) -> Table:
-    t = Table(title=title, show_header=False, title_justify="left")
+    """A two-column table; the title, keys and values are data, shown as they are (no markup)."""
+    t = Table(title=escape(title), show_header=False, title_justify="left")
     t.add_column(style="bold")
     t.add_column()
     for k, v in rows.items():
-        t.add_row(str(k), str(v))
+        t.add_row(escape(str(k)), escape(str(v)))
     return t
 
 

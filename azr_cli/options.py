@@ -7,14 +7,25 @@ from typing import Annotated
 
 import typer
 
-RunOpt = Annotated[Path, typer.Option("--run", "-r", help="Run directory (e.g. runs/demo).", show_default=False)]
+
+def _literal(value: Path | None) -> Path | None:
+    """A path given on the command line is shown as typed, never read as Rich markup."""
+    if value is not None:
+        from azr_cli.display import literal
+
+        literal(value)
+    return value
+
+
+RunOpt = Annotated[Path, typer.Option("--run", "-r", help="Run directory (e.g. runs/demo).", show_default=False,
+                                      callback=_literal)]
 IterOpt = Annotated[
     int | None,
     typer.Option("--iter", "-i", help="Iteration to work on; default: the first incomplete one.", show_default=False),
 ]
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="YAML config file (see configs/).", show_default=False),
+    typer.Option("--config", "-c", help="YAML config file (see configs/).", show_default=False, callback=_literal),
 ]
 SetOpt = Annotated[
     list[str] | None,

@@ -27,12 +27,27 @@ followed by anything else (bytes the program wrote to fd 3, say) makes the job a
 parent checks a value text again itself (length cap, `ast.literal_eval`, nesting depth), so a
 value that reaches the host is always a literal within the caps.
 
-The limit, honestly: a value is necessarily reported by the process that computed it. What this
-design guarantees is that user code can neither choose the status nor produce a frame without
-the introspection the static checks forbid (frames, closures, gc, the `sys` and `os` modules).
-A program that got that far could at most report a literal of its choice (within the caps) as
-its value; it could still never turn a timeout, a crash, a signal or an output over its caps
-into `ok`, and never get a text that is not a literal, or is too long, past the parent.
+The limit, honestly: a value is necessarily reported by the process that computed it, and that
+process holds its own nonce (in the epilogue's closure cells). A program without the
+introspection the static checks forbid (frames, closures, gc, the `sys` and `os` modules) cannot
+produce a frame at all. A program that has it (a static-check bypass, or the tests, which run
+programs with no static check) can read its nonce and report a literal of its choice (within the
+caps) as its value: it can lie about its own return value, and that is all. It can never turn a
+timeout, a crash, a signal or an output over its caps into `ok`, get a text that is not a literal
+or is too long past the parent, reach the host's pipes (the child holds none of them), or touch
+another job: see "The OS boundary" below.
+
+The OS boundary. Right after the fork the child drops every other job's source, input and reply
+that the worker's memory held (the request's job list, the replies not yet sent): what its frames
+can still reach is its own job. The jail's seccomp policy refuses every call that acts on another
+process by pid (prlimit64, setpriority, sched_set*, ioprio_set for any pid but 0, i.e. itself;
+pidfd_getfd, kcmp, process_madvise and friends always), so a program cannot lower its worker's
+limits or priority for the programs after it. A program's signals do not reach the worker (pid 1 of
+its pid namespace, where the kernel drops signals without a handler; SIGINT is ignored). And the worker checks its own
+rlimits, nice value, scheduling policy and CPU set before each program and after it: a change
+(a backend without seccomp, or a hole in the policy) makes the job that did it an `error` and the
+worker exits, to be replaced by the pool; so does a child that could not set its limits (kind
+`S`, the worker is not fit to run programs): the job then runs again on another worker.
 
 After each job the worker kills every other process in the jail: the worker is pid 1 in its pid
 namespace, so `kill(-1, SIGKILL)` reaches exactly the jail's other processes. Outside a pid
@@ -55,7 +70,7 @@ import warnings
 
 _NONCE_BYTES = 16
 _HEAD = _NONCE_BYTES + 1 + 4  # nonce, kind, payload length
-_KINDS = b"VEMXLG"  # value, error, memory, system exit, not a literal, too long
+_KINDS = b"VEMXLGS"  # value, error, memory, system exit, not a literal, too long, setup failed
 _ERROR_CHARS = 500
 _COALESCE_S = 0.005  # longest a finished job's reply waits for the next ones to go with it
 _EMPTY_STDIN = None  # the read end of a pipe whose write end is closed: an empty stdin for every child
@@ -85,6 +100,9 @@ def _send(obj):
 
 _PENDING = []  # finished jobs' replies not sent yet
 _PENDING_UNTIL = [0.0]  # when they must go at the latest
+_BATCH = []  # the job list of the request frame being served (a child clears it: other jobs' data)
+_BASELINE = []  # the worker's own limits and priority at start (see _own_state)
+_RLIMITS = tuple(getattr(resource, name) for name in sorted(dir(resource)) if name.startswith("RLIMIT_"))
 
 
 def _flush_replies():
@@ -207,6 +225,49 @@ def _prepare(limits, source, args_text):
     return code, args, notes
 
 
+_CLOCK_VARIABLES = ("LD_PRELOAD", "FAKETIME", "FAKETIME_DONT_FAKE_MONOTONIC", "NO_FAKE_STAT")
+
+
+def _hide_clock_shift():
+    """A shifted worker's libfaketime settings stay in the C environment (libfaketime reads them
+    again now and then) but leave os.environ, so a program never sees them there."""
+    data = getattr(os.environ, "_data", None)
+    for name in _CLOCK_VARIABLES:
+        key = os.environ.encodekey(name) if hasattr(os.environ, "encodekey") else name
+        if isinstance(data, dict):
+            data.pop(key, None)
+
+
+def _own_state():
+    """What a program must never change about its worker, since the next program inherits it:
+    every rlimit, the nice value, the scheduling policy and priority, the CPU set."""
+    state = [resource.getrlimit(which) for which in _RLIMITS]
+    state += [os.getpriority(os.PRIO_PROCESS, 0), os.sched_getscheduler(0), os.sched_getparam(0).sched_priority,
+              sorted(os.sched_getaffinity(0))]
+    return state
+
+
+def _retire():
+    """Send what is finished and exit: the pool replaces this worker, and runs again elsewhere the
+    jobs of the frame it has not answered."""
+    _flush_replies()
+    os._exit(0)
+
+
+def _forget_others():
+    """In a fresh child: drop every other job's source, input and reply that this process holds
+    (its frames and the worker's globals still reach them otherwise)."""
+    for jobs in _BATCH:
+        for job in jobs:
+            if type(job) is list:
+                job.clear()
+        jobs.clear()
+    _BATCH.clear()
+    for reply in _PENDING:
+        reply.clear()
+    _PENDING.clear()
+
+
 def _reap_all(child):
     """Kill what the program left behind and reap it, so nothing survives into the next program."""
     if os.getpid() == 1:
@@ -267,6 +328,8 @@ def _decide(limits, want_value, nonce, frame, wstatus):
         return {"status": "output_not_literal", "exit_code": code, "detail": text}
     if kind == b"G":
         return {"status": "output_too_long", "exit_code": code, "detail": text}
+    if kind == b"S":
+        return {"status": "sandbox_error", "exit_code": code, "detail": text}
     return {"status": "error", "exit_code": code, "error": text}
 
 
@@ -284,6 +347,7 @@ def _handle(limits, source, args_text):
     pid = os.fork()
     if pid == 0:
         try:
+            _forget_others()
             os.close(out_r)
             os.close(err_r)
             os.close(res_r)
@@ -362,31 +426,51 @@ def main():
     global _EMPTY_STDIN
     once = "--once" in sys.argv
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # no handler: a program's kill(1, SIGINT) does nothing
     _EMPTY_STDIN, stdin_w = os.pipe()
     os.close(stdin_w)
+    _BASELINE[:] = _own_state()
     gc.freeze()  # the worker's own objects: a collection in a child never walks (and copies) them
-    _send({"hello": True, "hash_probe": hash("azr-hash-probe"), "pid": os.getpid()})
+    _hide_clock_shift()
+    _send({"hello": True, "hash_probe": hash("azr-hash-probe"), "pid": os.getpid(), "wall": time.time()})
     while True:
         req = _recv()
         if req is None:
             return
         limits = req["limits"]
         limits["rlimits"] = _rlimits(limits)
+        _BATCH[:] = [req.pop("jobs")]
+        del req
         # Replies of quick jobs travel together (one write, one wake-up of the host): they wait for
         # the end of the frame, or _COALESCE_S at most (the wait for a slow job sends them then).
-        for source, args_text in req["jobs"]:
+        for source, args_text in _BATCH[0]:
             if _PENDING and time.monotonic() > _PENDING_UNTIL[0]:
                 _flush_replies()
-            try:
-                reply = _handle(limits, source, args_text)
-            except MemoryError:
-                reply = _reply("sandbox_error", detail="the worker ran out of memory")
+            if _own_state() != _BASELINE:
+                _retire()  # changed by nothing this worker ran: not fit to run this job
             if not _PENDING:
                 _PENDING_UNTIL[0] = time.monotonic() + _COALESCE_S
-            _PENDING.append(reply)
+            _PENDING.append(_serve(limits, source, args_text))
+        _BATCH.clear()
         _flush_replies()
         if once:
             return
+
+
+def _serve(limits, source, args_text):
+    """One job's reply; retires the worker when the job left it changed or it failed to run it."""
+    try:
+        reply = _handle(limits, source, args_text)
+    except MemoryError:
+        reply = _reply("sandbox_error", detail="the worker ran out of memory")
+    if _own_state() != _BASELINE:
+        reply.update(status="error", value=None, error="the program changed its worker's limits or priority "
+                     "(the worker is replaced)")
+        _PENDING.append(reply)
+        _retire()
+    if reply["status"] == "sandbox_error":
+        _retire()  # not the program's fault: it runs again on another worker
+    return reply
 
 
 main()

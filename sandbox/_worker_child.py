@@ -166,7 +166,7 @@ def _child(limits, code, args, notes, fds, returned, failed, setrlimit=resource.
         for which, pair in limits["rlimits"]:
             setrlimit(which, pair)
     except (OSError, ValueError) as exc:
-        failed(b"E", f"cannot set the limits: {exc}", 1)
+        failed(b"S", f"cannot set the limits: {exc}", 1)
     if notes:
         os.write(2, notes.encode("utf-8", "replace"))
     _run_program(code, args, returned, failed)

@@ -8,8 +8,19 @@ a top-level definition counts when nothing of the program can run before it), an
 attributes, including attributes named like a banned module (`contextlib.os`,
 `collections._sys`), since through them a program reaches that module without importing it.
 getattr/setattr/delattr and operator.attrgetter/methodcaller must get a literal name, which the
-attribute rules then check; string annotations are checked as the code they are. Inputs are argument lists made of literals only, so an
-"input" such as `1) or True or (1` is refused. Parsing is `ast.parse`, which runs nothing.
+attribute rules then check; string annotations are checked as the code they are.
+
+Attribute names hidden elsewhere are attribute names too: the keyword attributes of a class
+pattern (`case object(os=o)`), the strings of a class's `__match_args__` (a literal tuple), and
+the fields of a format string (`'{0.__traceback__}'.format(e)`), which is why `.format` and
+`.format_map` are allowed on a string literal only. Where the scope analysis cannot tell two
+scopes apart (two lambdas or comprehensions on one line), neither gets a symbol table, and every
+name in them is taken for a global: stricter, never looser. The stdlib doors that evaluate
+annotation strings (`functools.singledispatch`) and the legacy modules that wrap raw file
+descriptors (`asyncore`) are banned by name (see `config.py`).
+
+Inputs are argument lists made of literals only, so an "input" such as `1) or True or (1` is
+refused. Parsing is `ast.parse`, which runs nothing.
 """
 
 from __future__ import annotations
@@ -106,6 +117,32 @@ _NAME_TAKING_CALLS = {"attrgetter": None, "methodcaller": 0}
 _SCOPE_NODES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef,
                 ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
 _COMP_NAMES = {ast.ListComp: "listcomp", ast.SetComp: "setcomp", ast.DictComp: "dictcomp", ast.GeneratorExp: "genexpr"}
+
+
+_FORMATTING = {"format", "format_map"}
+
+
+def _format_problem(text: str, rules: _Rules, depth: int = 0) -> str | None:
+    """The first field of a format string that names a banned attribute (or item), or None."""
+    import _string
+
+    try:
+        fields = list(_string.formatter_parser(text))
+        for _, field, spec, _ in fields:
+            if field is None:
+                continue
+            _, rest = _string.formatter_field_name_split(field)
+            for _is_attr, key in rest:
+                if isinstance(key, str) and (problem := rules.attribute_problem(key)):
+                    return f"field {field!r} {problem}"
+            if spec and "{" in spec:
+                if depth > 2:
+                    return "format specs nested too deep"
+                if problem := _format_problem(spec, rules, depth + 1):
+                    return problem
+    except ValueError as exc:
+        return f"malformed ({exc})"
+    return None
 
 
 class _Banned(Exception):
@@ -209,10 +246,13 @@ class _Checker:
         if key not in self.children:
             self.children[key] = [table, list(table.get_children())]  # keeps `table` alive: ids stay unique
         remaining = self.children[key][1]
-        for k, child in enumerate(remaining):
-            if child.get_name() == name and child.get_lineno() == lineno:
-                return remaining.pop(k)
-        return None  # not found: names inside are treated as globals (the conservative side)
+        found = [k for k, child in enumerate(remaining) if child.get_name() == name and child.get_lineno() == lineno]
+        if len(found) != 1:
+            # None, or two scopes of that name on one line (lambdas, comprehensions): symtable's
+            # order and this walk's need not agree, so neither gets a table, and every name in
+            # them is taken for a global (the conservative side)
+            return None
+        return remaining.pop(found[0])
 
     def run(self, tree: ast.Module, table: symtable.SymbolTable | None) -> None:
         for k, stmt in enumerate(tree.body):
@@ -325,6 +365,34 @@ class _Checker:
                 raise _Banned(problem)
             if node.attr in _NAME_TAKING_CALLS and id(node) not in self.callees:
                 raise _Banned(f"uses {node.attr} other than by calling it with a literal name")
+            if node.attr in _FORMATTING:
+                self._format_string(node)
+        elif isinstance(node, ast.MatchClass):
+            for name in node.kwd_attrs:  # `case C(name=p)` reads attribute `name` of the subject
+                if problem := rules.attribute_problem(name):
+                    raise _Banned(f"class pattern: {problem}")
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Name) and t.id == "__match_args__" for t in targets):
+                self._match_args(node.value)
+
+    def _format_string(self, node: ast.Attribute) -> None:
+        """`.format`/`.format_map` walk the attributes and items named in the string's fields: only
+        on a literal string, whose every field name passes the attribute rules."""
+        if not (isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)):
+            raise _Banned(f"calls .{node.attr} on something other than a string literal")
+        if problem := _format_problem(node.value.value, self.rules):
+            raise _Banned(f"format string: {problem}")
+
+    def _match_args(self, value: ast.expr | None) -> None:
+        """`__match_args__` names the attributes a positional class pattern reads: a literal tuple
+        of names that pass the attribute rules."""
+        if not (isinstance(value, ast.Tuple) and all(isinstance(e, ast.Constant) and isinstance(e.value, str)
+                                                    for e in value.elts)):
+            raise _Banned("__match_args__ must be a literal tuple of attribute names")
+        for e in value.elts:
+            if problem := self.rules.attribute_problem(e.value):
+                raise _Banned(f"__match_args__: {problem}")
 
     def _check_call(self, node: ast.Call, table: symtable.SymbolTable | None) -> None:
         func = node.func
@@ -386,7 +454,8 @@ def describe_rules(cfg: SandboxConfig, max_items: int = 10) -> str:
         f"Not allowed: importing {some(cfg.banned_modules)} (at any depth), or any private _module; "
         "nor attributes named like those modules (x.os, x._sys, x.time).",
         f"Not allowed: the builtins {some(cfg.banned_calls)} (your own parameter or variable of that "
-        "name is fine); getattr/setattr/delattr only with a literal attribute name.",
+        "name is fine); getattr/setattr/delattr only with a literal attribute name; .format only on a "
+        "string literal.",
         f"Not allowed: introspection attributes such as {some(attrs)}; defining or calling __init__, "
         "__eq__, __lt__ etc., super().__init__() and reading __name__ are fine.",
     ])

@@ -20,6 +20,10 @@ DEFAULT_BANNED_MODULES = [
     "timeit", "cProfile", "profile", "pdb", "bdb", "trace", "doctest", "pydoc", "pkgutil", "imp",
     "zipimport", "modulefinder", "unittest", "traceback", "logging", "rlcompleter", "site", "cgitb",
     "shelve",
+    # deprecated (PEP 594) and legacy modules that wrap raw file descriptors or run commands:
+    # asyncore.file_wrapper(fd) dups any fd and writes to it, mailcap and pipes run shell commands
+    "asyncore", "asynchat", "smtpd", "mailcap", "pipes", "telnetlib", "nntplib", "cgi", "ossaudiodev",
+    "spwd", "nis", "crypt", "msilib", "distutils", "webbrowser",
 ]
 # Builtins that a program may not use (as the builtin: a parameter or variable of the program's own
 # with such a name is fine). getattr/setattr/delattr are allowed when called with a literal name.
@@ -38,6 +42,9 @@ DEFAULT_BANNED_ATTRIBUTES = [
     "f_globals", "f_locals", "f_back", "f_builtins", "f_code", "f_trace",
     "gi_frame", "gi_code", "cr_frame", "cr_code", "ag_frame", "ag_code", "tb_frame", "tb_next",
     "get_type_hints", "_eval_type", "_evaluate", "get_field", "get_value",
+    # doors that evaluate annotation strings (singledispatch's register(f) calls get_type_hints) or
+    # walk attributes named in a string (string.Formatter), and class patterns' attribute lists
+    "singledispatch", "singledispatchmethod", "__forward_code__", "Formatter", "vformat", "__match_args__",
 ]
 
 
@@ -49,8 +56,9 @@ class SandboxConfig(pydantic.BaseModel, extra="forbid", use_attribute_docstrings
     only (no isolation at all) and warns on every run: only for machines where nsjail can't run."""
 
     workers: int | None = pydantic.Field(default=None, ge=1)
-    """Jailed workers in the warm pool; None = one per CPU core. The pool always keeps at least two,
-    because the determinism check needs two interpreters with different hash seeds."""
+    """Jailed workers in the warm pool; None = one per CPU core, at least three. The pool always
+    keeps at least two, and grows to three for task validation, whose determinism check runs each
+    program in three interpreters (three hash seeds, one of them under a shifted clock)."""
 
     timeout_s: float = pydantic.Field(default=2.0, gt=0, le=600)
     """Wall-clock limit per program, in seconds (sub-second values work)."""
@@ -98,6 +106,12 @@ class SandboxConfig(pydantic.BaseModel, extra="forbid", use_attribute_docstrings
     banned_attributes: list[str] = pydantic.Field(default_factory=lambda: list(DEFAULT_BANNED_ATTRIBUTES))
     """Attribute names a program may not touch (the usual doors out of a Python-level jail); names of
     banned modules and their private aliases (`x.os`, `x._sys`) are banned as attributes too."""
+
+    shift_clock: bool = True
+    """Run every third worker of the pool under a wall clock shifted by years, days, hours and
+    seconds (libfaketime preloaded in its jail; monotonic time untouched), so the determinism check,
+    whose runs include one on such a worker, catches a gold output that depends on the date or time.
+    Without libfaketime installed (scripts/setup.sh installs it) no worker is shifted."""
 
     startup_timeout_s: float = pydantic.Field(default=20.0, gt=0)
     """How long a worker may take to start before the sandbox is declared unavailable."""

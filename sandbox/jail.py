@@ -5,7 +5,8 @@ drops mounts; its presets bind the host's `/` and map to host root, so none are 
 user/mount/pid/net/ipc/uts/cgroup namespaces, uid and gid 65534 mapped one-to-one, an empty
 environment, no /proc, /dev or /etc, read-only binds of the interpreter, its shared libraries and
 its stdlib only, rlimits with the VALUE type (the default type silently keeps the current limit),
-and a seccomp policy that refuses namespaces, mounts, ptrace, bpf and friends.
+and a seccomp policy that refuses namespaces, mounts, ptrace, bpf and friends, and every call
+that would act on another process of the jail (the worker) by its pid.
 """
 
 from __future__ import annotations
@@ -49,16 +50,36 @@ _DENIED_SYSCALLS = [
     "fsconfig", "fsmount", "fspick", "move_mount", "open_tree", "io_uring_setup", "io_uring_enter",
     "io_uring_register", "swapon", "swapoff", "reboot", "acct", "quotactl", "syslog",
     "personality", "seccomp",
+    # acting on another process (the worker, pid 1 of the jail): never needed by a program
+    "pidfd_getfd", "pidfd_send_signal", "kcmp", "process_madvise", "migrate_pages", "move_pages",
+    "rt_sigqueueinfo", "rt_tgsigqueueinfo",
+    # System V IPC and message queues: state that would outlive a program in its worker's jail
+    "shmget", "msgget", "semget", "mq_open",
+]
+_PRIO_PROCESS, _IOPRIO_WHO_PROCESS = 0, 1
+# Calls that take a pid (or a group or user): allowed only on the caller itself (pid 0), so a
+# program cannot change the limits or priority of its worker, which the next program inherits.
+_SELF_ONLY = [
+    "prlimit64(pid, resource, new_limit, old_limit) { pid != 0 }",
+    f"setpriority(which, who, prio) {{ which != {_PRIO_PROCESS} || who != 0 }}",
+    "sched_setscheduler(pid, policy, param) { pid != 0 }",
+    "sched_setparam(pid, param) { pid != 0 }",
+    "sched_setattr(pid, attr, flags) { pid != 0 }",
+    "sched_setaffinity(pid, len, mask) { pid != 0 }",
+    f"ioprio_set(which, who, ioprio) {{ which != {_IOPRIO_WHO_PROCESS} || who != 0 }}",
 ]
 
 
 def seccomp_policy() -> str:
-    """Kafel policy: deny escapes with EPERM, clone3 with ENOSYS (glibc then falls back to clone,
-    whose flags seccomp can see), sockets other than AF_UNIX with EACCES; allow the rest."""
+    """Kafel policy: deny escapes and calls on other processes with EPERM (the pid-taking ones
+    only for a pid other than the caller's own 0), clone3 with ENOSYS (glibc then falls back to
+    clone, whose flags seccomp can see), sockets other than AF_UNIX with EACCES; allow the rest."""
     denied = ", ".join(_DENIED_SYSCALLS)
+    self_only = ",\n    ".join(_SELF_ONLY)
     return (
         "POLICY azr_jail {\n"
         f"  ERRNO({_ERRNO_EPERM}) {{ {denied},\n"
+        f"    {self_only},\n"
         f"    clone(flags, sp, ptid, ctid, tls) {{ (flags & {_CLONE_NAMESPACE_FLAGS:#x}) != 0 }} }},\n"
         f"  ERRNO({_ERRNO_ENOSYS}) {{ clone3 }},\n"
         f"  ERRNO({_ERRNO_EACCES}) {{ socket(domain, type, protocol) {{ domain != {_AF_UNIX} }} }}\n"
@@ -148,6 +169,32 @@ def _shared_libraries(binary: str) -> tuple[str, ...]:
     return tuple(libs)
 
 
+CLOCK_SHIFT_S = -97_531_337
+"""The wall-clock shift of a shifted worker: 1128 days (another year, month, day and weekday),
+20 hours, 2 minutes and 17 seconds back, so that a date, an hour, a minute or a second that a
+program reads all differ from an unshifted worker's."""
+_FAKETIME_CANDIDATES = ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+                        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+                        "/usr/lib/faketime/libfaketime.so.1", "/usr/lib64/faketime/libfaketime.so.1")
+
+
+@functools.lru_cache(maxsize=1)
+def find_faketime() -> str | None:
+    """libfaketime's preload library (Debian's `libfaketime` package), or None when not installed."""
+    return next((p for p in _FAKETIME_CANDIDATES if os.access(p, os.R_OK)), None)
+
+
+def clock_env(shift_s: int) -> dict[str, str]:
+    """The environment that preloads libfaketime with a shifted wall clock: monotonic time (the
+    worker's timers) and file times (the stdlib's .pyc checks) are left alone. The worker hides
+    these variables from the programs it runs."""
+    lib = find_faketime()
+    if not shift_s or lib is None:
+        return {}
+    return {"LD_PRELOAD": lib, "FAKETIME": f"{shift_s:+d}", "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+            "NO_FAKE_STAT": "1"}
+
+
 def _uid_map() -> IdMap:
     # As root nsjail can map to nobody outside; otherwise only one's own uid can be mapped.
     outside = NOBODY if os.geteuid() == 0 else os.geteuid()
@@ -159,9 +206,13 @@ def _gid_map() -> IdMap:
     return IdMap(inside_id=str(NOBODY), outside_id=str(outside), count=1)
 
 
-def build_config(cfg: SandboxConfig, interp: Interpreter, *, once: bool) -> NsJailConfig:
-    """The nsjail config of one worker (`once`: a fresh jail that serves a single program)."""
+def build_config(cfg: SandboxConfig, interp: Interpreter, *, once: bool, clock_shift_s: int = 0) -> NsJailConfig:
+    """The nsjail config of one worker (`once`: a fresh jail that serves a single program;
+    `clock_shift_s`: its wall clock shifted by that much, when libfaketime is installed)."""
+    env = clock_env(clock_shift_s)
     binds = [interp.path, *interp.libraries, interp.stdlib]
+    if env:
+        binds += [env["LD_PRELOAD"], *_shared_libraries(env["LD_PRELOAD"])]
     mounts = [MountPt(src=p, dst=p, is_bind=True, rw=False, nosuid=True, nodev=True) for p in dict.fromkeys(binds)]
     worker_args = ["-I", "-S", "-c", WORKER_SOURCE, *(["--once"] if once else [])]
     return NsJailConfig(
@@ -173,7 +224,7 @@ def build_config(cfg: SandboxConfig, interp: Interpreter, *, once: bool) -> NsJa
         nice_level=0,
         log_level=LogLevel.ERROR,
         keep_env=False,
-        envar=[],
+        envar=[f"{k}={v}" for k, v in env.items()],
         rlimit_as=max(cfg.memory_mb, 128) + 128,
         rlimit_as_type=RLimitType.VALUE,
         rlimit_cpu_type=RLimitType.INF,

@@ -2,10 +2,11 @@
 
 A worker is `python -I -S` inside its own nsjail (see `jail.py`) running `_worker.py`; it forks a
 child per program, so a program costs a fork instead of a jail and an interpreter start. Every
-worker is its own interpreter with its own hash seed and address-space layout, which is what the
-determinism check needs (it runs a program's second execution on a different worker). A worker
-that dies or stops answering is killed and replaced; if no replacement starts, the pool fails
-closed with `SandboxUnavailable`.
+worker is its own interpreter with its own hash seed and address-space layout, and every third
+one (slots 2, 5, ...) runs under a shifted wall clock when libfaketime is installed: that is what
+the determinism check needs (it runs a program on three different workers, one of them shifted:
+see `tasks.validate_tasks`). A worker that dies or stops answering is killed and replaced; if no
+replacement starts, the pool fails closed with `SandboxUnavailable`.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import select
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 
+from sandbox import jail
 from sandbox.config import SandboxConfig
 from sandbox.result import ExecResult, Status
 from sandbox.workers import GONE, Job, WorkerProcess, request_frame, start_worker, to_result
@@ -39,12 +41,16 @@ UNSAFE_MESSAGE = (
     "(plain subprocesses with rlimits only); use backend 'nsjail' for anything but a throwaway machine"
 )
 
+Allowed = Collection[int] | None  # the workers a job may run on (None: any)
+_SHIFTED_EVERY = 3  # slots 2, 5, 8, ... run under a shifted wall clock (when libfaketime is installed)
+
+
 class Sandbox:
     """A warm pool of workers; use `open_sandbox(cfg)` to get one as a context manager."""
 
     def __init__(self, cfg: SandboxConfig) -> None:
         self.cfg = cfg
-        self.size = max(2, cfg.workers or os.cpu_count() or 1)
+        self.size = max(2, cfg.workers) if cfg.workers else max(3, os.cpu_count() or 1)
         self._workers: list[WorkerProcess | None] = []
         # Per worker, the replies it still owes, in order: (run_many serial, job index, frame number).
         self._owed: list[collections.deque[tuple[int, int, int]]] = [collections.deque() for _ in range(self.size)]
@@ -53,11 +59,29 @@ class Sandbox:
         self._serial = 0
         self._lock = threading.Lock()
         try:
-            for _ in range(self.size):
-                self._workers.append(start_worker(cfg))
+            for w in range(self.size):
+                self._workers.append(self._start(w))
         except BaseException:
             self.close()
             raise
+
+    def _start(self, w: int) -> WorkerProcess:
+        shifted = self.cfg.shift_clock and w % _SHIFTED_EVERY == _SHIFTED_EVERY - 1
+        return start_worker(self.cfg, clock_shift_s=jail.CLOCK_SHIFT_S if shifted else 0)
+
+    def ensure_size(self, n: int) -> None:
+        """Grow the pool to at least `n` workers (the determinism check needs three)."""
+        with self._lock:
+            while self.size < n:
+                self._owed.append(collections.deque())
+                self._head_since.append(0.0)
+                self._workers.append(None)
+                self.size += 1
+                self._workers[-1] = self._start(self.size - 1)
+
+    def shifted_workers(self) -> set[int]:
+        """The workers whose wall clock is shifted (as each measured it when it started)."""
+        return {w for w, worker in enumerate(self._workers) if worker and abs(worker.clock_offset_s) > 3600}
 
     # --- running programs --------------------------------------------------------------------
     def run(self, source: str, args: str | None = None) -> ExecResult:
@@ -69,24 +93,38 @@ class Sandbox:
         """Run many programs across all workers; results come back in the jobs' order."""
         return self._dispatch(list(jobs), [None] * len(jobs))
 
-    def run_avoiding(self, jobs: Sequence[Job], avoid: Sequence[int | None]) -> list[ExecResult]:
-        """Like run_many, but job i never runs on worker avoid[i] (a second, independent execution)."""
-        return self._dispatch(list(jobs), list(avoid))
+    def run_avoiding(self, jobs: Sequence[Job], avoid: Sequence[int | Collection[int] | None]) -> list[ExecResult]:
+        """Like run_many, but job i never runs on worker avoid[i] (one worker, or several): an
+        independent execution, in another interpreter."""
+        every = range(self.size)
+        allowed: list[Allowed] = []
+        for a in avoid:
+            if a is None:
+                allowed.append(None)
+            else:
+                gone = {a} if isinstance(a, int) else set(a)
+                allowed.append(None if not gone & set(every) else [w for w in every if w not in gone])
+        return self.run_on(jobs, allowed)
 
-    def _dispatch(self, jobs: list[Job], avoid: list[int | None]) -> list[ExecResult]:
+    def run_on(self, jobs: Sequence[Job], allowed: Sequence[Allowed]) -> list[ExecResult]:
+        """Like run_many, but job i runs only on one of the workers allowed[i] (None: any); a job
+        that no worker of the pool may run is a sandbox_error."""
+        return self._dispatch(list(jobs), [None if a is None else frozenset(a) for a in allowed])
+
+    def _dispatch(self, jobs: list[Job], allowed: list[frozenset[int] | None]) -> list[ExecResult]:
         if self.cfg.backend == "unsafe-local":
             _log.warning(UNSAFE_MESSAGE)
         if not jobs:
             return []
         with self._lock:
-            return _Dispatch(self, jobs, avoid).run()
+            return _Dispatch(self, jobs, allowed).run()
 
     def _restart(self, w: int) -> WorkerProcess:
         self._owed[w].clear()
         old, self._workers[w] = self._workers[w], None
         if old is not None:
             old.close()
-        self._workers[w] = start_worker(self.cfg)
+        self._workers[w] = self._start(w)
         return self._workers[w]
 
     # --- introspection and lifetime ------------------------------------------------------------
@@ -112,41 +150,48 @@ class _Dispatch:
 
     Jobs are dealt to the workers one at a time in turn, and each worker always has the next ones
     queued (up to _PIPELINE in flight), so it never waits for the host between programs; replies
-    come back one per job, in order. A job with `avoid` set never goes to that worker (the
-    determinism check's second run happens in another interpreter). When a worker has nothing
+    come back one per job, in order. When a worker has nothing
     left to do while another has jobs queued behind one that has run for a while (a timeout in the
     making), it runs a copy of such a job: the first reply counts, the other is dropped when it
-    comes (the pool remembers, per worker, which replies it still owes, across calls). A worker
+    comes (the pool remembers, per worker, which replies it still owes, across calls). A job with
+    `allowed` set runs (and is copied) only on those workers. A worker
     that dies, hangs past the job's timeout plus a grace, or breaks its framing is killed and
     replaced; the jobs of the frame it was on run again, each alone, and a job that was in the
     frame of two such workers is a sandbox_error (the worker sends quick jobs' replies together,
     so the job that broke it is one of that frame's)."""
 
-    def __init__(self, sb: Sandbox, jobs: list[Job], avoid: list[int | None]) -> None:
+    def __init__(self, sb: Sandbox, jobs: list[Job], allowed: list[frozenset[int] | None]) -> None:
         sb._serial += 1
-        self.sb, self.jobs, self.avoid, self.serial = sb, jobs, avoid, sb._serial
+        self.sb, self.jobs, self.serial = sb, jobs, sb._serial
         self.results: list[ExecResult | None] = [None] * len(jobs)
+        self.left = len(jobs)
+        self.allowed = [None if a is None else a & frozenset(range(sb.size)) for a in allowed]
         self.copies = [0] * len(jobs)  # workers a job is on its way at
         self.tries = [0] * len(jobs)  # times a job was in the frame a worker died in
         self.shared: collections.deque[int] = collections.deque()
-        self.avoiding: dict[int, collections.deque[int]] = {}
-        for i, w in enumerate(avoid):
-            if w is None or not 0 <= w < sb.size:
+        self.only: dict[frozenset[int], collections.deque[int]] = {}  # jobs by the workers they may run on
+        for i, a in enumerate(self.allowed):
+            if a is None:
                 self.shared.append(i)
+            elif a:
+                self.only.setdefault(a, collections.deque()).append(i)
             else:
-                self.avoiding.setdefault(w, collections.deque()).append(i)
-        self.left = len(jobs)
+                self._done(i, ExecResult(status=Status.sandbox_error, detail="no worker of the pool may run it"))
         self.wait_s = sb.cfg.timeout_s + _GRACE_S
+
+    def _allows(self, i: int, w: int) -> bool:
+        a = self.allowed[i]
+        return a is None or w in a
 
     def _take(self, w: int) -> int | None:
         if self.shared:
             return self.shared.popleft()
-        queues = [q for v, q in self.avoiding.items() if v != w and q]
+        queues = [q for a, q in self.only.items() if w in a and q]
         return max(queues, key=len).popleft() if queues else None
 
     def _put_back(self, i: int) -> None:
-        w = self.avoid[i]
-        (self.shared if w is None or not 0 <= w < self.sb.size else self.avoiding.setdefault(w, collections.deque())).appendleft(i)
+        a = self.allowed[i]
+        (self.shared if a is None else self.only.setdefault(a, collections.deque())).appendleft(i)
 
     def _stealable(self, w: int) -> Iterator[tuple[int, int]]:
         """(worker, job) pairs: a job queued (not running) at another worker that w may copy."""
@@ -155,7 +200,7 @@ class _Dispatch:
             if v == w or len(sb._owed[v]) < 2:
                 continue
             for serial, i, _ in list(sb._owed[v])[:0:-1]:
-                if serial == self.serial and self.results[i] is None and self.copies[i] == 1 and self.avoid[i] != w:
+                if serial == self.serial and self.results[i] is None and self.copies[i] == 1 and self._allows(i, w):
                     yield v, i
 
     def _steal(self, w: int, now: float) -> int | None:

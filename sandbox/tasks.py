@@ -1,10 +1,11 @@
 """Task validation and answer checking (the paper's rules for a valid task), batched across the pool.
 
 A proposal becomes a task only if: the program passes the static checks and every input parses;
-every run ends ok with a literal value whose repr fits the cap; and a second run of every input,
-on a different worker (another interpreter: another hash seed, another address layout), gives
-equal values. Answers are checked by value: deduction on the host by literal parsing, abduction
-and induction by running programs in the sandbox.
+every run ends ok with a literal value whose repr fits the cap; and two more runs of every input,
+on two other workers (three interpreters in all: three hash seeds, three address layouts, and one
+of the three under a wall clock shifted by years, hours and seconds where libfaketime is
+installed), give equal values. Answers are checked by value: deduction on the host by literal
+parsing, abduction and induction by running programs in the sandbox.
 """
 
 from __future__ import annotations
@@ -80,24 +81,45 @@ def validate_tasks(sb: Sandbox, items: list[tuple[str, list[str]]], cfg: Sandbox
         for text in inputs:
             jobs.append((program, text))
             owners.append(k)
+    if jobs:
+        sb.ensure_size(RUNS)
     first = sb.run_many(jobs)
     alive = _reject_failed(verdicts, owners, first, "")
     again = [j for j, k in enumerate(owners) if k in alive]
-    second = sb.run_avoiding([jobs[j] for j in again], [first[j].worker for j in again])
-    second_of = dict(zip(again, second, strict=True))
-    alive = _reject_failed(verdicts, [owners[j] for j in again], second, "second run: ")
-    for j in again:
-        k = owners[j]
-        if k in alive and not same_literal(first[j].value_repr or "", second_of[j].value_repr or ""):
-            alive.discard(k)
-            verdicts[k] = TaskValidation(
-                valid=False, reason="nondeterministic",
-                detail=f"input {jobs[j][1][:40]!r} gave {first[j].value_repr[:40]} then {second_of[j].value_repr[:40]}",
-            )
+    places = [_other_workers(sb, first[j].worker) for j in again]
+    later = sb.run_on([jobs[j] for j in again] * 2, [p[0] for p in places] + [p[1] for p in places])
+    for n, runs in enumerate((later[:len(again)], later[len(again):]), start=2):
+        alive = _reject_failed(verdicts, [owners[j] for j in again], runs, f"run {n}: ")
+        for j, res in zip(again, runs, strict=True):
+            k = owners[j]
+            if k in alive and not same_literal(first[j].value_repr or "", res.value_repr or ""):
+                alive.discard(k)
+                verdicts[k] = TaskValidation(
+                    valid=False, reason="nondeterministic",
+                    detail=f"input {jobs[j][1][:40]!r} gave {first[j].value_repr[:40]} then "
+                           f"{(res.value_repr or '')[:40]} (run {n})",
+                )
     for k in alive:
         outputs = [first[j].value_repr or "" for j, owner in enumerate(owners) if owner == k]
         verdicts[k] = TaskValidation(valid=True, outputs=outputs, detail="valid")
     return [v if v is not None else TaskValidation(valid=False, reason="error", detail="not run") for v in verdicts]
+
+
+RUNS = 3
+"""Runs of every input in the determinism check, each on a different worker."""
+
+
+def _other_workers(sb: Sandbox, first: int | None) -> tuple[list[int], list[int]]:
+    """Where the second and the third run of a job that first ran on worker `first` may go: two
+    disjoint sets of other workers (so three interpreters in all), one of which is a shifted-clock
+    worker when the first was not. Disjoint sets let both runs go out in one batch, and this split
+    keeps the load even (every worker takes about two thirds of a run per job)."""
+    everyone = [w for w in range(sb.size) if w != first]
+    shifted = sb.shifted_workers()
+    plain = [w for w in everyone if w not in shifted]
+    if shifted and first not in shifted and plain:
+        return sorted(shifted - {first}), plain
+    return everyone[0::2], everyone[1::2]
 
 
 def _reject_failed(verdicts: list[TaskValidation | None], owners: list[int], results: list[ExecResult], prefix: str) -> set[int]:

@@ -34,7 +34,8 @@ class WorkerProcess:
     Both pipes are non-blocking: `queue` buffers what the worker has not read yet, `pump` reads what
     it has written and keeps every complete reply in `frames` (None for a reply that is not JSON)."""
 
-    def __init__(self, argv: list[str], cfg: SandboxConfig, config_path: str | None = None) -> None:
+    def __init__(self, argv: list[str], cfg: SandboxConfig, config_path: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self._errlog = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the worker)
         self._max_frame = 8 * (cfg.max_stdout_bytes + cfg.max_stderr_bytes + cfg.max_output_chars) + 65536
         self._rbuf = bytearray()
@@ -43,7 +44,7 @@ class WorkerProcess:
         try:
             self.proc = subprocess.Popen(
                 argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._errlog,
-                bufsize=0, start_new_session=True, env=jail.host_env(),
+                bufsize=0, start_new_session=True, env={**jail.host_env(), **(env or {})},
             )
         except OSError as exc:
             self._errlog.close()
@@ -63,6 +64,9 @@ class WorkerProcess:
             self.close()
             raise SandboxUnavailable(reason)
         self.hash_probe: int = hello["hash_probe"]
+        wall = hello.get("wall")
+        self.clock_offset_s: float = wall - time.time() if type(wall) is float and math.isfinite(wall) else 0.0
+        """How far this worker's wall clock is from the host's (a shifted worker: years)."""
 
     def failure_reason(self) -> str:
         """One line on why the worker did not start, from nsjail's own log."""
@@ -244,11 +248,12 @@ def to_result(reply: Any, worker: int | None, *, want_value: bool | None = None,
         return ExecResult(status=Status.sandbox_error, detail=f"malformed reply from the worker ({what})", worker=worker)
 
 
-def start_worker(cfg: SandboxConfig, *, once: bool = False) -> WorkerProcess:
+def start_worker(cfg: SandboxConfig, *, once: bool = False, clock_shift_s: int = 0) -> WorkerProcess:
+    """Start one worker; `clock_shift_s` shifts its wall clock (libfaketime) when installed."""
     if cfg.backend == "unsafe-local":
         argv = [sys.executable, "-I", "-S", "-c", jail.WORKER_SOURCE, *(["--once"] if once else [])]
-        return WorkerProcess(argv, cfg)
+        return WorkerProcess(argv, cfg, env=jail.clock_env(clock_shift_s))
     nsjail = jail.find_nsjail(cfg)
     interp = jail.find_interpreter(cfg.python_path)
-    path = jail.write_config(jail.build_config(cfg, interp, once=once))
+    path = jail.write_config(jail.build_config(cfg, interp, once=once, clock_shift_s=clock_shift_s))
     return WorkerProcess([nsjail, "--config", path], cfg, config_path=path)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up for azr on a fresh machine (run as root on Debian/Ubuntu, or with sudo).
-#   - the system library nsjail's binary needs (libnl-route-3-200)
+#   - the system library nsjail's binary needs (libnl-route-3-200), and libfaketime (the sandbox runs
+#     every third worker under a shifted wall clock, so the determinism check sees the clock)
 #   - a virtual environment at .venv/ in the repo root
 #   - torch: the pinned CPU build on a CPU machine; the image's own torch on a GPU box
 #   - every other package at the exact version in locks/base.txt (transitive dependencies included:
@@ -19,11 +20,11 @@ TORCH_PIN="${AZR_TORCH_PIN:-$TORCH_PIN_DEFAULT}"
 say() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
 
 # --- system package for the nsjail binary -------------------------------------------------------
-if command -v dpkg >/dev/null 2>&1 && ! dpkg -s libnl-route-3-200 >/dev/null 2>&1; then
-    say "installing libnl-route-3-200 (needed by the nsjail binary)"
+if command -v dpkg >/dev/null 2>&1 && ! { dpkg -s libnl-route-3-200 && dpkg -s libfaketime; } >/dev/null 2>&1; then
+    say "installing libnl-route-3-200 (needed by the nsjail binary) and libfaketime (the sandbox's shifted clock)"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
     $SUDO apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libnl-route-3-200 >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libnl-route-3-200 libfaketime >/dev/null
 fi
 
 STAMP="$VENV/.azr-setup-stamp"

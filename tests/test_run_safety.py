@@ -274,3 +274,114 @@ def test_the_lock_is_reentrant_and_shared_within_a_process(tmp_path):
     """)
     out, err = proc.communicate(timeout=60)
     assert out.strip() == "got it", err  # released when the outermost hold ended
+
+
+# --- a run folder never deletes what is not a run; the screen never reads paths as markup ----------
+def test_force_refuses_a_folder_that_is_not_a_run(tmp_path, azr):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "thesis.tex").write_text("years of work")
+    r = azr("seed", "--run", home, "--force", "--set", "seed.grow=false")
+    assert r.code == 1 and "not an azr run" in r.err and "no manifest.json" in r.err, r.err
+    assert (home / "thesis.tex").read_text() == "years of work" and sorted(p.name for p in home.iterdir()) == ["thesis.tex"]
+    run = seed_run(tmp_path / "r", load_config())  # a real run is still replaced
+    r = azr("seed", "--run", run.path, "--force", "--set", "seed.grow=false")
+    assert r.code == 0, r.err
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hardlink", "fifo"])
+def test_a_planted_lock_file_is_refused_and_its_target_is_untouched(tmp_path, azr, kind):
+    run = seed_run(tmp_path / "r", load_config())
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    lock = run.path / ".lock"
+    lock.unlink(missing_ok=True)
+    if kind == "symlink":
+        lock.symlink_to(victim)
+    elif kind == "hardlink":
+        os.link(victim, lock)
+    else:
+        os.mkfifo(lock)
+    with pytest.raises(RunError, match=r"\.lock is not a regular file"), run.writing():
+        pass
+    r = azr("propose", "--run", run.path)
+    assert r.code == 1 and ".lock is not a regular file" in r.err, r.err
+    assert victim.read_text() == "precious"
+
+
+def test_markup_in_a_run_path_is_shown_as_typed(tmp_path, azr):
+    path = tmp_path / "a[/]b[bold red]c"
+    r = azr("seed", "--run", path, "--set", "seed.grow=false")
+    assert r.code == 0 and "internal error" not in r.err, r.err
+    assert "a[/]b[bold red]c" in r.err.replace("\n", "")
+    r = azr("status", "--run", path)
+    assert r.code == 0 and "a[/]b[bold red]c" in r.out.replace("\n", ""), r.err
+
+
+def test_kv_tables_show_values_as_they_are():
+    from azr_cli.display import _Console, kv_table
+
+    console = _Console(width=200, record=True, highlight=False)
+    console.print(kv_table("run x[/]y", {"output": "'[bold green]ok[/]'", "[i]k": "[/]"}))
+    text = console.export_text()
+    assert "'[bold green]ok[/]'" in text and "run x[/]y" in text and "[i]k" in text
+
+
+def test_redoing_a_stage_never_leaves_it_missing(tmp_path, monkeypatch):
+    from stages.rundir import atomic
+
+    run = seed_run(tmp_path / "r", load_config())
+    with run.stage_writer(1, "propose") as tmp:
+        (tmp / "summary.json").write_text('{"metrics": {"v": 1}}')
+    seen = []
+    real_rmtree = atomic.shutil.rmtree
+
+    def watching_rmtree(path, *a, **kw):  # the old folder goes once the new one is in place
+        seen.append(run.is_done(1, "propose"))
+        return real_rmtree(path, *a, **kw)
+
+    monkeypatch.setattr(atomic.shutil, "rmtree", watching_rmtree)
+    real_replace = atomic.os.replace
+
+    def no_folder_moves(src, dst):
+        if os.path.isdir(src):
+            pytest.fail("a two-step replace of a folder leaves a gap")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", no_folder_moves)
+    with run.stage_writer(1, "propose", force=True) as tmp:
+        (tmp / "summary.json").write_text('{"metrics": {"v": 2}}')
+    assert seen and all(seen)
+    assert json.loads((run.stage_dir(1, "propose") / "summary.json").read_text()) == {"metrics": {"v": 2}}
+
+
+def test_a_damaged_metrics_file_is_named(tmp_path, azr):
+    run = seed_run(tmp_path / "r", load_config())
+    _complete_iteration(run)
+    run.rebuild_metrics()
+    (run.path / "metrics.jsonl").write_text('{"iteration": 1}\n{"iteration": ')
+    r = azr("status", "--run", run.path)
+    assert r.code == 1 and "metrics.jsonl:2: not valid JSON" in r.err and "internal error" not in r.err, r.err
+
+
+def test_nan_weights_in_the_last_checkpoint_are_named_when_the_run_is_opened(tmp_path, azr):
+    import struct
+
+    run = seed_run(tmp_path / "r", load_config())
+    ckpt = _complete_iteration(run)
+    header = json.dumps({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                         "w": {"dtype": "BF16", "shape": [4], "data_offsets": [8, 16]}}).encode()
+    weights = ckpt / "adapter_model.safetensors"
+    finite = struct.pack("<2f", 1.0, -2.0) + struct.pack("<4H", 0x3F80, 0, 0x8000, 0x4000)
+    weights.write_bytes(len(header).to_bytes(8, "little") + header + finite)
+    assert azr("status", "--run", run.path).code == 0
+    weights.write_bytes(len(header).to_bytes(8, "little") + header + finite[:8] + struct.pack("<4H", 0x3F80, 0x7FC0, 0, 0))
+    r = azr("status", "--run", run.path)
+    assert r.code == 1 and "tensor 'w' holds inf or NaN" in r.err and "adapter_model.safetensors" in r.err, r.err
+
+
+def test_an_integer_past_64_bits_is_a_config_error(tmp_path, azr):
+    r = azr("seed", "--run", tmp_path / "r", "--set", "run.batch_size=10000000000000000000000")
+    assert r.code == 1 and "run.batch_size" in r.err and "out of range" in r.err and "internal" not in r.err, r.err
+    r = azr("seed", "--run", tmp_path / "r", "--set", "run.batch_size=1e22")
+    assert r.code == 1 and "run.batch_size" in r.err and "internal" not in r.err, r.err

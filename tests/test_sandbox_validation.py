@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox import SandboxConfig, open_sandbox, validate_task, validate_tasks
+from sandbox import SandboxConfig, jail, open_sandbox, validate_task, validate_tasks
 
 CFG = SandboxConfig(workers=2, timeout_s=1.0)
 
@@ -131,3 +131,50 @@ def test_batch_keeps_order_and_reasons(sb):
     got = validate_tasks(sb, items, CFG)
     assert [(v.valid, v.reason) for v in got] == [(True, None), (False, "banned"), (False, "error"), (True, None)]
     assert got[0].outputs == ["2", "3"] and got[3].outputs == ["-0.0"]
+
+
+# --- determinism: three hash seeds, and a shifted wall clock ---------------------------------------
+def test_every_input_runs_on_three_different_workers(sb, monkeypatch):
+    runs: list = []
+    real_run_many, real_run_on = sb.run_many, sb.run_on
+    monkeypatch.setattr(sb, "run_many", lambda jobs: runs.append(real_run_many(jobs)) or runs[-1])
+    monkeypatch.setattr(sb, "run_on", lambda jobs, allowed: runs.append(real_run_on(jobs, allowed)) or runs[-1])
+    inputs = [str(i) for i in range(9)]
+    assert validate_task(sb, "def f(a):\n    return a + 1", inputs, CFG).valid
+    first, later = runs
+    assert sb.size >= 3 and len(later) == 2 * len(inputs)
+    for i in range(len(inputs)):
+        workers = {first[i].worker, later[i].worker, later[len(inputs) + i].worker}
+        assert len(workers) == 3, workers
+        assert not sb.shifted_workers() or workers & sb.shifted_workers()
+
+
+CLOCK_CFG = SandboxConfig(workers=2, timeout_s=1.0,
+                          banned_modules=[m for m in SandboxConfig().banned_modules if m not in ("time", "datetime")])
+
+
+@pytest.mark.skipif(jail.find_faketime() is None, reason="libfaketime is not installed (scripts/setup.sh)")
+@pytest.mark.parametrize("program", [
+    "import time\ndef f(a):\n    return time.strftime('%Y-%m-%d')",
+    "import time\ndef f(a):\n    return int(time.time()) // 60",
+    "import datetime\ndef f(a):\n    return datetime.datetime.now().hour",
+    "import datetime\ndef f(a):\n    return str(datetime.date.today())",
+    "import gzip\ndef f(a):\n    return gzip.compress(a)[4:8]",
+    "import email.utils\ndef f(a):\n    return email.utils.formatdate()[:16]",
+    "from email.utils import localtime\ndef f(a):\n    return localtime().minute",
+])
+def test_gold_that_reads_the_clock_is_nondeterministic(program):
+    with open_sandbox(CLOCK_CFG) as pool:
+        v = validate_task(pool, program, ["b'x'" if "gzip" in program else "1"], CLOCK_CFG)
+        assert pool.shifted_workers()
+    assert not v.valid and v.reason == "nondeterministic", v
+
+
+def test_a_shifted_worker_hides_its_settings_and_keeps_its_timers():
+    with open_sandbox(CLOCK_CFG) as pool:
+        pool.ensure_size(3)
+        every = [[w] for w in range(pool.size)]
+        env = pool.run_on([("import os\nprint(dict(os.environ))", None)] * pool.size, every)
+        loops = pool.run_on([("while True:\n    pass", None)] * pool.size, every)
+    assert [r.stdout.strip() for r in env] == ["{}"] * pool.size
+    assert all(r.status.value == "timeout" and 0.9 < r.seconds < 1.5 for r in loops), loops

@@ -12,7 +12,7 @@ import signal
 
 import pytest
 
-from sandbox import SandboxConfig, Status, open_sandbox, validate_task
+from sandbox import SandboxConfig, Status, check_program, open_sandbox, validate_task
 from sandbox.jail import WORKER_SOURCE
 from sandbox.workers import to_result as _to_result
 
@@ -284,7 +284,183 @@ def test_doctor_probe_says_the_verdict_cannot_be_forged(sb):
     from sandbox.doctor import _FORGE_JOBS, _probe_forge
 
     probe = _probe_forge(sb.run_many(_FORGE_JOBS))
-    assert probe.name == "verdict cannot be forged" and probe.passed, probe.detail
+    assert probe.name == "forged frames are refused" and probe.passed, probe.detail
     from sandbox import ExecResult
 
     assert not _probe_forge([ExecResult(status=Status.ok, value_repr="42")]).passed
+
+
+# --- the OS layer on its own: every attack runs with os already in hand ---------------------------
+# `Sandbox.run` applies no static check (the checks live in validate_task / check_program), so
+# these programs import os, sys, gc and resource directly: what a static-check bypass would give.
+ATTACK_WORKER = """import os, resource
+pp = os.getppid()
+reached = []
+for name, call in (
+    ('prlimit', lambda: resource.prlimit(pp, resource.RLIMIT_AS, (64 << 20, 64 << 20))),
+    ('prlimit_pid1', lambda: resource.prlimit(1, resource.RLIMIT_NOFILE, (5, 5))),
+    ('sched_idle', lambda: os.sched_setscheduler(pp, os.SCHED_IDLE, os.sched_param(0))),
+    ('setpriority', lambda: os.setpriority(os.PRIO_PROCESS, pp, 19)),
+    ('setpriority_user', lambda: os.setpriority(os.PRIO_USER, 0, 19)),
+    ('setpriority_pgrp', lambda: os.setpriority(os.PRIO_PGRP, pp, 19)),
+    ('affinity', lambda: os.sched_setaffinity(pp, {min(os.sched_getaffinity(0))})),
+):
+    try:
+        call()
+        reached.append(name)
+    except OSError:
+        pass
+os.kill(pp, 2)  # SIGINT: ignored by the worker
+os.nice(19)  # its own priority: allowed, and gone with it
+print(reached)
+"""
+PROBE_WORKER = ("import os, resource\n"
+                "print(os.getpriority(os.PRIO_PROCESS, 0), os.sched_getscheduler(0), resource.getrlimit(resource.RLIMIT_AS))")
+
+
+def test_a_program_cannot_change_its_worker_for_the_programs_after_it(sb):
+    before = sb.run_many([(PROBE_WORKER, None)] * 6)
+    attacks = sb.run_many([(ATTACK_WORKER, None)] * sb.size)
+    assert all(r.status is Status.ok and r.stdout.strip() == "[]" for r in attacks), attacks
+    after = sb.run_many([(PROBE_WORKER, None)] * 6)
+    assert all(r.status is Status.ok for r in after), after
+    assert {r.stdout for r in after} == {r.stdout for r in before}
+
+
+def test_a_worker_whose_limits_or_priority_change_replaces_itself():
+    """Where no seccomp stands in the way (unsafe-local), the worker's own check catches it: the
+    job that did it is an error, the worker is replaced, and the programs after it are unharmed.
+    (Only the parent is targeted here: this runs without a jail, as the test's own uid.)"""
+    attack = """import os, resource
+pp = os.getppid()
+WHAT
+"""
+    cfg = SandboxConfig(workers=2, timeout_s=2.0, backend="unsafe-local")
+    with pytest.warns(UserWarning), open_sandbox(cfg) as pool:
+        for what in ("resource.prlimit(pp, resource.RLIMIT_AS, (64 << 20, 64 << 20))",
+                     "os.sched_setscheduler(pp, os.SCHED_IDLE, os.sched_param(0))",
+                     "os.setpriority(os.PRIO_PROCESS, pp, 19) if os.getpriority(os.PRIO_PROCESS, pp) < 19 "
+                     "else os.sched_setaffinity(pp, {min(os.sched_getaffinity(pp))})"):
+            res = pool.run(attack.replace("WHAT", what))
+            assert res.status is Status.error and "changed its worker" in (res.error or ""), (what, res)
+            good = pool.run_many([("def f(x):\n    return [x] * 3", "1")] * 6)
+            assert all(r.status is Status.ok and r.value_repr == "[1, 1, 1]" for r in good), good
+
+
+SECRET = "def f(x):\n    return 'AZR-SECRET-' + 'TEXT' if x < 0 else 'AZR-SECRET-TEXT' + str(x)\n"
+SPY = """import gc, sys
+def f(x):
+    needle = 'AZR-SECRET' + '-TEXT'
+    hits = set()
+    for o in gc.get_objects():
+        kind = type(o)
+        items = list(o.values()) if kind is dict else o if kind in (list, tuple) else ()
+        hits.update(v[:40] for v in items if type(v) is str and needle in v and v != needle)
+    frame = sys._getframe()
+    while frame is not None:
+        hits.update(v[:40] for v in frame.f_locals.values() if type(v) is str and needle in v and v != needle)
+        frame = frame.f_back
+    return sorted(hits)
+"""
+
+
+def test_a_program_cannot_read_other_jobs_of_its_batch(sb):
+    # jobs are dealt to the workers one at a time in turn: each worker gets a secret job, a spy,
+    # then another secret job in the same request frame
+    n = sb.size
+    results = sb.run_many([(SECRET, "1")] * n + [(SPY, "0")] * n + [(SECRET, "2")] * n)
+    assert [r.value_repr for r in results[:n]] == ["'AZR-SECRET-TEXT1'"] * n
+    assert [r.value_repr for r in results[n:2 * n]] == ["[]"] * n, results[n:2 * n]
+
+
+STEAL_NONCE = """import os, sys
+def cells(fn, depth=0):
+    for cell in fn.__closure__ or ():
+        value = cell.cell_contents
+        if type(value) is bytes and len(value) == 16:
+            yield value
+        elif callable(value) and getattr(value, '__closure__', None) and depth < 3:
+            yield from cells(value, depth + 1)
+def f(x):
+    caller = sys._getframe().f_back
+    nonce = next(cells(caller.f_locals['returned']))
+    keep = os.dup(3)
+    os.dup2(2, 3)
+    text = VALUE
+    os.write(keep, nonce + b'V' + len(text).to_bytes(4, 'big') + text)
+    for fd in set(range(64)) - {keep}:  # and a reply frame for the host, on every fd it might reach
+        try:
+            os.write(fd, (30).to_bytes(4, 'big') + b'{"status": "ok", "value": "1"}')
+        except OSError:
+            pass
+    os._exit(0)
+"""
+
+
+def test_a_program_with_os_can_lie_about_its_own_value_and_nothing_else(sb):
+    """The documented limit: a program holding os and introspection reads its own nonce and
+    reports a value of its choice, as if it had returned it. Only a literal within the caps gets
+    through, only for itself: the other jobs of the batch and the host's framing are unharmed."""
+    lie = STEAL_NONCE.replace("VALUE", "b\"'forged by the program'\"")
+    good = ("def f(x):\n    return x * 2", "21")
+    results = sb.run_many([good, (lie, "1"), good, good])
+    assert results[1].status is Status.ok and results[1].value_repr == "'forged by the program'"
+    assert [r.value_repr for i, r in enumerate(results) if i != 1] == ["42"] * 3
+    for value, status in (("b'object()'", Status.output_not_literal), ("b'1' * 5000", Status.output_too_long)):
+        res = sb.run(STEAL_NONCE.replace("VALUE", value), "1")
+        assert res.status is status and res.value_repr is None, res
+
+
+def test_a_child_that_cannot_set_its_limits_is_rerun_on_another_worker(worker):
+    got = worker["_decide"](LIMITS, True, NONCE, frame(b"S", b"cannot set the limits: x"), 1 << 8)
+    assert got["status"] == "sandbox_error"
+
+
+# --- the static checks: each bypass class closed at its root --------------------------------------
+# Each of these passed check_program and then reached os, sys or the builtin eval.
+def banned(src: str) -> str:
+    check = check_program(src, CFG)
+    assert not check.ok and check.reason == "banned", check
+    return check.detail
+
+
+def test_class_patterns_read_attributes_by_name():
+    assert "os" in banned("import contextlib\ndef f(x):\n    match contextlib:\n"
+                          "        case object(os=o):\n            return o.getpid()\n    return 0\n")
+    assert "__traceback__" in banned(
+        "class C(Exception):\n    __match_args__ = ('__traceback__',)\ndef f(x):\n    try:\n        raise C()\n"
+        "    except C as e:\n        match e:\n            case C(tb):\n                return 1\n    return 0\n")
+    assert "__match_args__" in banned("NAMES = ('x',)\nclass C:\n    __match_args__ = NAMES\ndef f(x):\n    return x\n")
+    assert check_program("class P:\n    __match_args__ = ('x', 'y')\n    def __init__(self):\n        self.x = self.y = 1\n"
+                         "def f(v):\n    match P():\n        case P(a, y=b):\n            return a + b + v\n", CFG).ok
+
+
+def test_stdlib_doors_that_evaluate_annotation_strings_are_closed():
+    assert "singledispatch" in banned(
+        "import functools\nCODE = \"__import__('os').getpid()\"\ndef g(x: CODE):\n    return x\n"
+        "def f(x):\n    d = functools.singledispatch(lambda a: a)\n    d.register(g)\n    return 1\n")
+    assert "singledispatch" in banned("from functools import singledispatchmethod as s\ndef f(x):\n    return x\n")
+    assert "__forward_code__" in banned("import typing\ndef f(x):\n    return typing.ForwardRef('x').__forward_code__\n")
+
+
+def test_two_scopes_on_one_line_get_no_symbol_table():
+    # *args' annotation lambda and a keyword-only one: symtable and the walk order them differently
+    assert "eval" in banned("def f(x, *a: (lambda eval: 0), k: (lambda: eval('1+1'))() = 0):\n    return x\n")
+    assert "eval" in banned("def f(x):\n    g, h = (lambda eval: 0), (lambda: eval('1'))\n    return x\n")
+    assert check_program("def f(x):\n    g = lambda eval: eval + 1\n    return g(x)\n", CFG).ok
+
+
+def test_format_strings_cannot_walk_attributes():
+    assert "__traceback__" in banned("def f(x):\n    try:\n        1 / 0\n    except Exception as e:\n"
+                                     "        return '{0.__traceback__.tb_frame.f_back.f_globals}'.format(e)\n")
+    assert "string literal" in banned("def f(x):\n    s = '{0.__cl' + 'ass__}'\n    return s.format(x)\n")
+    assert "os" in banned("def f(x):\n    return '{0[os]}'.format_map({'os': x})\n")
+    assert "__class__" in banned("def f(x):\n    return '{0:{1.__class__}}'.format(x, x)\n")
+    assert "Formatter" in banned("from string import Formatter\ndef f(x):\n    return Formatter().format('{0}', x)\n")
+    assert check_program("def f(x):\n    return '{0:>5} {k[1]} {0.real}'.format(x, k=[1, 2])\n", CFG).ok
+
+
+def test_legacy_modules_that_wrap_raw_fds_are_banned():
+    for module in ("asyncore", "asynchat", "smtpd", "mailcap", "pipes"):
+        assert module in banned(f"import {module}\ndef f(x):\n    return x\n")
+    assert "asyncore" in banned("from asyncore import file_wrapper\ndef f(x):\n    return file_wrapper(3)\n")

@@ -137,9 +137,14 @@ def build_config(layers: list[tuple[str, dict[str, Any]]]) -> Config:
         check_keys(data, origin)
         merged = deep_merge(merged, data)
     try:
-        return Config.model_validate(merged)
+        cfg = Config.model_validate(merged)
     except ValidationError as e:
         raise ConfigError(_explain(e)) from None
+    for key, value in flatten(cfg.to_dict()).items():
+        if isinstance(value, int) and not -(2**63) <= value < 2**63:
+            raise ConfigError(f"invalid config: {key}: {value:.3g} is out of range (at most 2**63 - 1); "
+                              f"fix it in the config file or with --set {key}=...")
+    return cfg
 
 
 def _explain(e: ValidationError) -> str:

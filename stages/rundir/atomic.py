@@ -9,10 +9,12 @@ metrics, the seed file, reports, exports, model caches), so every write syncs th
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 def temp_name(path: Path, kind: str = "tmp") -> Path:
@@ -70,8 +72,9 @@ def write_bytes(path: Path, data: bytes) -> None:
 def atomic_folder(path: Path, *, replace: bool = False) -> Iterator[Path]:
     """Yield an empty temporary folder to fill; on success it becomes ``path``, synced.
 
-    ``path`` must not exist (or be an empty folder) unless ``replace``: then the old folder is
-    moved aside, the new one renamed into place, and the old one removed. FileExistsError when
+    ``path`` must not exist (or be an empty folder) unless ``replace``: then the new folder and
+    the old one trade places in one step (renameat2 RENAME_EXCHANGE, so a reader never finds the
+    folder missing) and the old one is removed. FileExistsError when
     ``path`` holds something and ``replace`` is False (another writer may have made it meanwhile).
     """
     path = Path(path)
@@ -82,10 +85,13 @@ def atomic_folder(path: Path, *, replace: bool = False) -> Iterator[Path]:
         yield tmp
         _fsync_tree(tmp)
         if replace and path.exists():
-            old = temp_name(path, "old")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
+            if _exchange(tmp, path):  # one step: readers see the old folder or the new one
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:  # no renameat2 here: a moment without the folder, between two renames
+                old = temp_name(path, "old")
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
         else:
             try:
                 os.replace(tmp, path)  # onto a missing or empty folder
@@ -95,6 +101,36 @@ def atomic_folder(path: Path, *, replace: bool = False) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     fsync_dir(path.parent)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+_renameat2: list[Any] = []  # the libc function, looked up once ([None] when there is none)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 with RENAME_EXCHANGE); False where the libc or
+    the filesystem cannot, so the caller falls back to two renames."""
+    if not _renameat2:
+        try:
+            import ctypes
+
+            fn = ctypes.CDLL(None, use_errno=True).renameat2
+            fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+            _renameat2.append(fn)
+        except (OSError, AttributeError, ImportError):
+            _renameat2.append(None)
+    fn = _renameat2[0]
+    if fn is None:
+        return False
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    import ctypes
+
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
 
 
 def remove_stale(folder: Path, stem: str) -> None:

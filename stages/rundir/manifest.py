@@ -43,6 +43,9 @@ def create_run(path: Path, config: Config, force: bool = False,
     if path.is_dir() and any(path.iterdir()):
         if not force:
             raise RunError(f"{path} already holds a run; choose another --run or pass --force to replace it")
+        if path.is_symlink() or not (path / "manifest.json").is_file() or (path / "manifest.json").is_symlink():
+            raise RunError(f"refusing to replace {path}: it is not an azr run (no manifest.json), and --force only "
+                           "replaces runs; choose another --run, or remove the folder yourself")
         with lock.hold(path):  # never replace a run that another process is writing
             pass
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -133,15 +136,18 @@ def open_run(
 
 def check_checkpoint(folder: Path) -> None:
     """The structure of a checkpoint's files, checked without loading them (headers and zip
-    directories only, so it is cheap for multi-GB weights): RunError naming the damaged file."""
+    directories, so it is cheap for multi-GB weights), and the weights' values (no inf or NaN)
+    when they are small enough (FINITE_CHECK_BYTES): RunError naming the damaged file."""
     import zipfile
 
     if not (folder / "meta.json").is_file():
         raise RunError(f"checkpoint {folder} is missing or incomplete (no meta.json); rerun that iteration's "
                        "update with `azr update --force`")
     read_json(folder / "meta.json")
-    for f in sorted(folder.glob("*.safetensors")):
-        if problem := _safetensors_problem(f):
+    weights = sorted(folder.glob("*.safetensors"))
+    check_values = sum(f.stat().st_size for f in weights) <= FINITE_CHECK_BYTES
+    for f in weights:
+        if problem := _safetensors_problem(f, check_values):
             raise RunError(f"{f}: {problem}; the checkpoint is damaged (rerun that iteration's update with --force)")
     state = folder / "training_state.pt"
     if state.exists():
@@ -153,8 +159,39 @@ def check_checkpoint(folder: Path) -> None:
                            "with --force)") from None
 
 
-def _safetensors_problem(path: Path) -> str | None:
-    """What is wrong with a .safetensors file's header and size, or None."""
+# Float dtypes of safetensors, as (unsigned view, exponent mask): a value whose exponent bits are all
+# set is inf or NaN. Checked on the raw bits, so bf16 needs no conversion.
+_FLOAT_BITS = {"F16": ("<u2", 0x7C00), "BF16": ("<u2", 0x7F80), "F32": ("<u4", 0x7F800000),
+               "F64": ("<u8", 0x7FF0000000000000)}
+FINITE_CHECK_BYTES = 2 << 30
+"""Checkpoints up to this size (all weight files together) have every float checked for inf and
+NaN when the run is opened (LoRA adapters: always; full fine-tunes of small models: yes; larger
+ones are left to the update's own finite check, reading them would make `azr status` slow)."""
+
+
+def _nonfinite_tensor(path: Path, header: dict[str, Any], offset: int) -> str | None:
+    """The name of the first tensor of a .safetensors file holding inf or NaN, or None."""
+    import numpy as np
+
+    data = np.memmap(path, dtype=np.uint8, mode="r")
+    chunk = 1 << 26
+    for name, meta in header.items():
+        if name == "__metadata__" or not isinstance(meta, dict) or meta.get("dtype") not in _FLOAT_BITS:
+            continue
+        view, mask = _FLOAT_BITS[meta["dtype"]]
+        begin, end = (offset + int(x) for x in meta["data_offsets"])
+        width = np.dtype(view).itemsize
+        for at in range(begin, end, chunk):
+            part = data[at:min(end, at + chunk)]
+            bits = part[:len(part) - len(part) % width].view(view)
+            if np.any((bits & np.array(mask, dtype=view)) == mask):
+                return name
+    return None
+
+
+def _safetensors_problem(path: Path, check_values: bool = False) -> str | None:
+    """What is wrong with a .safetensors file's header and size (and, with `check_values`, its
+    floats: inf or NaN), or None."""
     try:
         size = path.stat().st_size
         with open(path, "rb") as fh:
@@ -173,6 +210,13 @@ def _safetensors_problem(path: Path) -> str | None:
             and isinstance(v.get("data_offsets"), list) and len(v["data_offsets"]) == 2]
     if 8 + n + max(ends, default=0) > size:
         return f"truncated ({size} bytes, the header describes {8 + n + max(ends, default=0)})"
+    if check_values:
+        try:
+            bad = _nonfinite_tensor(path, header, 8 + n)
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            return f"unreadable values ({e})"
+        if bad is not None:
+            return f"tensor '{bad}' holds inf or NaN (the update that wrote it diverged)"
     return None
 
 
