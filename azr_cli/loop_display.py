@@ -1,6 +1,7 @@
 """What `azr loop` shows: a Rich live panel on a terminal (iteration, stage, progress, tokens/s,
 validity, accuracy and reward by type and role, buffer sizes, time per stage), and one plain line
-per stage otherwise (RunPod logs, shell scripts)."""
+per stage otherwise (RunPod logs, shell scripts). Seeding rounds get one line each, on a terminal
+or not (`azr seed` prints the same lines)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,59 @@ HEADLINE = {
 
 def _fmt(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def round_line(event: dict[str, Any]) -> str:
+    """One seeding round: proposals, valid per type (and how many joined the buffer), the buffers
+    against the target, the most frequent rejection reasons."""
+    m, target = event["summary"].metrics, event["target"]
+    valid = []
+    for t in TASK_TYPES:
+        n = int(m.get(f"proposals/{t}", 0))
+        if n:
+            valid.append(f"{t[:3]} {round(m.get(f'valid/{t}', 0.0) * n)}/{n} (+{int(m.get(f'added/{t}', 0))})")
+    buffers = " ".join(f"{t[:3]} {int(m.get(f'buffer/{t}', 0))}/{target}" for t in TASK_TYPES)
+    top = sorted(event["summary"].reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+    rejected = ", ".join(f"{r} {c}" for r, c in top) or "none"
+    return (f"seed round {event['round']:>3}/{event['max_rounds']} {event['seconds']:6.1f}s "
+            f"{int(m.get('proposals', 0))} proposals, valid {' '.join(valid) or '-'} · buffers {buffers} · "
+            f"rejected: {rejected}")
+
+
+class RoundsView:
+    """`azr seed`'s display: a progress bar per round on a terminal, and one line per round
+    (:func:`round_line`) on stderr, on a terminal or not."""
+
+    def __init__(self) -> None:
+        self.bar = (Progress(TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TimeElapsedColumn(), console=err, transient=True) if err.is_terminal else None)
+        self.task: Any = None
+        self.label = "seeding"
+
+    def __enter__(self) -> RoundsView:
+        if self.bar is not None:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        if event["event"] == "round_start":
+            self.label = f"seeding round {event['round']}/{event['max_rounds']}"
+            if self.bar is not None and self.task is not None:
+                self.bar.remove_task(self.task)
+            self.task = None
+        elif event["event"] == "round_done":
+            err.print(round_line(event), soft_wrap=True, highlight=False, markup=False)
+
+    def progress(self, done: int, total: int) -> None:
+        if self.bar is None:
+            return
+        if self.task is None:
+            self.task = self.bar.add_task(self.label, total=total)
+        self.bar.update(self.task, completed=done, total=total)
 
 
 def plain_line(event: dict[str, Any]) -> str:
@@ -61,11 +115,17 @@ class LoopDisplay:
             self.live.__exit__(None, None, None)
 
     def on_event(self, event: dict[str, Any]) -> None:
-        if event["event"] == "start":
-            self.current = (event["iteration"], event["stage"])
+        if event["event"] in ("start", "round_start"):
+            stage = f"seed round {event['round']}" if event["event"] == "round_start" else event["stage"]
+            self.current = (event.get("iteration", 0), stage)
             if self.task is not None:
                 self.bar.remove_task(self.task)
                 self.task = None
+        elif event["event"] == "round_done":
+            m = event["summary"].metrics
+            self.buffers.update({t: int(m.get(f"buffer/{t}", 0)) for t in TASK_TYPES})
+            self.times["seed"] = self.times.get("seed", 0.0) + event["seconds"]
+            err.print(round_line(event), soft_wrap=True, highlight=False, markup=False)
         else:
             self.latest[event["stage"]] = event["summary"].metrics
             self.times[event["stage"]] = event["seconds"]
@@ -76,7 +136,7 @@ class LoopDisplay:
                     self.buffers[t] = self.buffers.get(t, 0) + int(self.latest["validate"].get(f"new_tasks/{t}", 0))
             if self.live is None:
                 err.print(plain_line(event), soft_wrap=True, highlight=False)
-            if event["stage"] == "seed" and self.latest["seed"].get("reached") == 0:
+            if event["stage"] == "seed" and event.get("standing") == "short":
                 err.print(f"[yellow]warning:[/] the seeding phase fell short of seed.target (buffers "
                           f"{self.buffers}); going on with them (seed.when_short=go_on)",
                           soft_wrap=True, highlight=False)
@@ -87,7 +147,8 @@ class LoopDisplay:
         if self.live is None:
             return
         if self.task is None:
-            self.task = self.bar.add_task(f"{self.current[1]} {self.current[0]}", total=total)
+            n, stage = self.current
+            self.task = self.bar.add_task(stage if stage.startswith("seed") else f"{stage} {n}", total=total)
         self.bar.update(self.task, completed=done, total=total)
 
     def render(self) -> Group:

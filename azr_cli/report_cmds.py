@@ -15,7 +15,8 @@ from azr_cli.options import JsonOpt, RunOpt
 from stages.method.tasks import TASK_TYPES
 from stages.pipeline import STAGE_NAMES, STAGES
 
-StageName = StrEnum("StageName", {name: name for name in STAGE_NAMES})
+StageName = StrEnum("StageName", {name: name for name in ("seed", *STAGE_NAMES)})
+"""The stages of an iteration, and ``seed``: the seeding phase's rounds."""
 TypeName = StrEnum("TypeName", {name: name for name in TASK_TYPES})
 
 
@@ -29,7 +30,12 @@ InspectIterOpt = Annotated[
     typer.Option("--iter", "-i", help="Iteration; default: the latest one whose stage is complete.",
                  show_default=False),
 ]
-StageOpt = Annotated[StageName, typer.Option("--stage", help="Stage whose records to show.")]
+StageOpt = Annotated[StageName, typer.Option(
+    "--stage", help="Stage whose records to show (seed: the seeding phase's proposals and verdicts).")]
+RoundOpt = Annotated[
+    int | None,
+    typer.Option("--round", help="With --stage seed: one seeding round; default: every round.", show_default=False),
+]
 TypeOpt = Annotated[
     TypeName | None, typer.Option("--type", "-t", help="Only records of this task type.", show_default=False)
 ]
@@ -69,14 +75,24 @@ def inspect(
     type_: TypeOpt = None,
     limit: LimitOpt = 20,
     json_: JsonOpt = False,
+    round_: RoundOpt = None,
 ) -> None:
     """The records of one stage as a table: ids, type, prompt and completion (shortened),
     verdicts, rewards. `--json` prints the records untruncated as a JSON list, token ids left
-    out (for `update`, which writes no records, its summary)."""
+    out (for `update`, which writes no records, its summary). `--stage seed`: the seeding phase's
+    proposals with their verdicts (rejection reasons included), every round or `--round K`."""
     from stages.rundir.manifest import open_run
 
     r = open_run(run)[0]
     name = stage.value
+    if name == "seed":
+        if iter_ is not None:
+            raise UserError("--iter does not apply to --stage seed (the seeding phase precedes iteration 1); "
+                            "use --round K")
+        inspect_seed(r, round_, type_, limit, json_)
+        return
+    if round_ is not None:
+        raise UserError("--round applies only to --stage seed")
     n = pick_iteration(r, name, iter_)
     if not STAGES[name].records:
         summary = r.summary(n, name)
@@ -101,6 +117,47 @@ def inspect(
     display.out.print(records_table(name, shown, title, proposals=_proposals_for(r, n, name)))
     if len(shown) < matching:
         display.info(f"{matching - len(shown)} more; --limit 0 shows all, --json the full records")
+
+
+def inspect_seed(run: Any, round_: int | None, type_: Any, limit: int, json_: bool) -> None:
+    """The seeding phase's proposals joined with their verdicts, round by round."""
+    from stages.rundir.records import Proposal, Validation
+
+    done = run.seed_rounds()
+    if not done:
+        grow = "on" if run.config.seed.grow else "off"
+        raise UserError(f"{run.path} has no complete seeding round (seed.grow is {grow}); run `azr seed --run "
+                        f"{run.path}` or `azr loop` first")
+    if round_ is not None and not 1 <= round_ <= done:
+        raise UserError(f"seeding round {round_} has not completed (rounds {_ranges(list(range(1, done + 1)))} have)")
+    ks = [round_] if round_ is not None else list(range(1, done + 1))
+    rows: list[tuple[int, Any, Any]] = []
+    for k in ks:
+        proposals = {p.proposal_id: p for p in run.read_round(k, "proposals.jsonl", Proposal)}
+        rows += [(k, proposals.get(v.proposal_id), v) for v in run.read_round(k, "validations.jsonl", Validation)]
+    total = len(rows)
+    if type_ is not None:
+        rows = [x for x in rows if x[2].type == type_.value]
+    matching = len(rows)
+    shown = rows[:limit] if limit else rows
+    if json_:
+        display.print_json([{"round": k, **(p.model_dump(mode="json", exclude=TOKEN_IDS) if p is not None else {}),
+                             **v.model_dump(mode="json")} for k, p, v in shown])
+        return
+    which = f"round {ks[0]}" if len(ks) == 1 else f"rounds {_ranges(ks)}"
+    title = f"seeding phase · {which} · {len(shown)} of {matching}" + (
+        f" {type_.value} (of {total})" if type_ is not None else "")
+    proposals = {p.proposal_id: p for _, p, _ in shown if p is not None}
+    display.out.print(records_table("validate", [v for _, _, v in shown], title, proposals=proposals))
+    if len(shown) < matching:
+        display.info(f"{matching - len(shown)} more; --limit 0 shows all, --json the full records")
+    reasons: dict[str, int] = {}
+    for _, _, v in rows:
+        if not v.valid:
+            reasons[v.reason or "?"] = reasons.get(v.reason or "?", 0) + 1
+    valid = sum(v.valid for _, _, v in rows)
+    display.info(f"{valid} of {matching} valid; rejected: "
+                 + (", ".join(f"{k} {c}" for k, c in sorted(reasons.items(), key=lambda kv: -kv[1])) or "none"))
 
 
 def pick_iteration(run: Any, stage: str, requested: int | None) -> int:

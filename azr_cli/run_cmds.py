@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Annotated, Any
 
 import typer
 
 from azr_cli import display
+from azr_cli.errors import interrupted
+from azr_cli.loop_cmds import on_sigterm
 from azr_cli.options import ConfigOpt, ForceOpt, JsonOpt, RunOpt, SeedOpt, SetOpt
 
 
@@ -29,8 +32,9 @@ def seed(
     json_: JsonOpt = False,
 ) -> None:
     """Create a run directory with the seed tasks (the identity triplet), then run the seeding
-    phase (seed.grow, on by default): the base model proposes until each buffer holds the target.
-    On an existing run, resume its seeding phase."""
+    phase (seed.grow, on by default): the base model proposes until each buffer holds the target,
+    one line per round. On an existing run, resume its seeding phase after its last complete round
+    (--max-rounds counts every round, earlier ones included)."""
     from stages import seed as seed_stage
     from stages.config.layers import load_config
     from stages.errors import RunError
@@ -42,7 +46,10 @@ def seed(
     if (run / "manifest.json").exists() and not force:
         r = open_run(run, config, set_, flags)[0]
         with r.writing():
-            if not seed_stage.pending(r):  # nothing to resume
+            st = seed_stage.standing(r)
+            if st.state == "stopped":
+                raise RunError(st.message(r.path))
+            if not st.pending:  # nothing to resume
                 raise RunError(f"{run} already holds a run; choose another --run or pass --force to replace it")
     else:
         cfg = load_config(config, set_, flags)
@@ -50,20 +57,25 @@ def seed(
         if not json_:
             display.info(f"created run [bold]{run}[/] (model {cfg.model.name}, config {cfg.digest()})")
     grown = None
-    if r.config.seed.grow:
-        from stages.session import Session
+    with r.writing():
+        if seed_stage.pending(r):
+            from azr_cli.loop_display import RoundsView
+            from stages.session import Session
 
-        target = seed_stage.seeding_target(r.config)
-        with r.writing():
-            if r.iterations():
-                raise RunError(f"{run} already has iterations; its seed buffer can no longer change")
-            with Session(r) as session, display.progress("seeding phase") as bar:
-                grown = seed_stage.grow(r, target, session.policy_for(1), session.sandbox(),
-                                        r.config.seed.max_rounds, bar)
-        if not grown["reached"]:
-            display.warn(f"after {grown['rounds']} rounds the buffers hold {grown['buffers']}, short of {target}; "
-                         "rerun the same command to go on, or start the loop with what there is "
-                         "(--set seed.grow=false)")
+            signal.signal(signal.SIGTERM, on_sigterm)
+            try:
+                with Session(r) as session, RoundsView() as view:
+                    grown = seed_stage.grow(r, seed_stage.seeding_target(r.config), session.policy_for(1),
+                                            session.sandbox(), r.config.seed.max_rounds, view.progress,
+                                            view.on_event)
+            except KeyboardInterrupt:
+                raise interrupted() from None
+        st = seed_stage.standing(r)
+    if st.state == "short":
+        display.warn(f"after {st.rounds} rounds the buffers hold {st.buffers}, short of {st.target}; iteration 1 "
+                     "goes on with what there is (seed.when_short=go_on)")
+    elif st.state == "stopped" and json_:  # else the status below says it
+        display.warn(st.message(r.path))
     info = status_data(r)
     if json_:
         display.print_json({**info, "grow": grown} if grown else info)
@@ -85,21 +97,29 @@ def status(run: RunOpt, json_: JsonOpt = False) -> None:
 
 
 def status_data(run: Any) -> dict[str, Any]:
+    """What `azr status --json` prints. ``next`` is ``{"iteration": 0, "stage": "seed"}`` while the
+    seeding phase keeps iteration 1 waiting (``seeding.state`` pending or stopped)."""
+    from stages.method.levers import run_markers
     from stages.pipeline import STAGE_NAMES
     from stages.rundir.buffers import load_buffers
+    from stages.seed import standing
 
     iters = run.iterations()
     upto = max((n for n in iters if run.is_done(n, "validate")), default=0)
     buffers = load_buffers(run, upto)
-    nxt_iter, nxt_stage = run.next_pending()
+    seeding = standing(run)
+    nxt_iter, nxt_stage = (0, "seed") if seeding.blocks else run.next_pending()
     metrics = run.metrics()
     return {
         "run": str(run.path),
         "format_version": run.manifest.get("format_version"),
         "base_model": run.config.model.name,
         "config_digest": run.config.digest(),
+        "markers": run_markers(run.config.reward.control),
         "completed_iterations": run.completed_iterations(),
         "next": {"iteration": nxt_iter, "stage": nxt_stage},
+        "seeding": {**seeding.to_dict(), "grow": run.config.seed.grow,
+                    **({"message": seeding.message(run.path)} if seeding.blocks else {})},
         "iterations": [{"iteration": n, "stages": {s: run.is_done(n, s) for s in STAGE_NAMES}} for n in iters],
         "buffers": {t: len(v) for t, v in buffers.items()},
         "last_metrics": metrics[-1] if metrics else None,
@@ -111,15 +131,29 @@ def print_status(info: dict[str, Any]) -> None:
 
     from stages.pipeline import STAGE_NAMES
 
+    seeding = info["seeding"]
+    if seeding["state"] == "pending":
+        nxt = f"seeding round {seeding['rounds'] + 1} (of at most {seeding['max_rounds']})"
+    elif seeding["state"] == "stopped":
+        nxt = "nothing: the seeding phase stopped short (see below)"
+    else:
+        nxt = f"iteration {info['next']['iteration']}, stage {info['next']['stage']}"
+    rounds = (f"{seeding['rounds']} round(s) complete, {seeding['state']}; seed tasks "
+              + " ".join(f"{t[:3]} {n}/{seeding['target']}" for t, n in seeding["buffers"].items()))
+    for marker in info.get("markers", []):
+        display.out.print(f"[bold red]{display.escape(marker)}[/]")
     display.out.print(display.kv_table(
         f"run {info['run']}",
         {
             "base model": info["base_model"],
             "completed iterations": info["completed_iterations"],
-            "next": f"iteration {info['next']['iteration']}, stage {info['next']['stage']}",
+            **({"seeding phase": rounds} if seeding["grow"] or seeding["rounds"] else {}),
+            "next": nxt,
             **{f"buffer {t}": n for t, n in info["buffers"].items()},
         },
     ))
+    if seeding["state"] == "stopped":
+        display.warn(seeding["message"])
     if info["iterations"]:
         t = Table("iter", *STAGE_NAMES, title="stages", title_justify="left")
         for it in info["iterations"][-15:]:

@@ -29,7 +29,6 @@ def run_stage(stage: str, run_path: Path, iter_: int | None, force: bool, sets: 
               device: str | None, json_: bool) -> None:
     from stages import pipeline
     from stages import seed as seed_stage
-    from stages.errors import RunError
     from stages.rundir.manifest import open_run
     from stages.session import Session
 
@@ -38,9 +37,7 @@ def run_stage(stage: str, run_path: Path, iter_: int | None, force: bool, sets: 
     try:
         with run.writing():
             n = run.resolve_iter(stage, iter_, force)
-            if seed_stage.pending(run):
-                raise RunError(f"{run.path} has not finished its seeding phase (seed.grow); run `azr seed --run "
-                               f"{run.path}` (it resumes) or `azr loop`, or --set seed.grow=false to skip it")
+            seed_stage.ensure_ready(run)  # the loop asks the same before iteration 1
             if overrides and not json_:
                 display.info(f"runtime overrides: {overrides}")
             with Session(run) as session, display.progress(f"{stage} {n}") as bar:

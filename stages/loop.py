@@ -2,9 +2,11 @@
 same stage table as the standalone commands (:data:`stages.pipeline.STAGES`) and one Session (the
 model stays in memory).
 
-A new run first goes through the seeding phase (``seed.grow``). Resuming is free: each step asks
-the run directory for the first incomplete (iteration, stage), so rerunning after any stop
-continues exactly there; completed stages are never redone.
+A new run first goes through the seeding phase (``seed.grow``), round by round, as long as
+:func:`stages.seed.standing` says it owes rounds; iteration 1 starts only when it says so (the
+stage commands ask the same). Resuming is free: each step asks the run directory for the first
+incomplete seeding round or (iteration, stage), so rerunning after any stop continues exactly
+there; completed rounds and stages are never redone.
 """
 
 from __future__ import annotations
@@ -29,17 +31,23 @@ def run(
     progress_for: Callable[[int, str], Progress | None] | None = None,
     after_iteration: Callable[[int], None] | None = None,
 ) -> int:
-    """The seeding phase if the run still owes it, then stages until `iters` iterations are
-    complete; returns how many stages ran in this call (the seeding phase counts as one)."""
+    """The seeding phase's rounds if the run still owes them, then stages until `iters` iterations
+    are complete; returns how many stages ran in this call (the seeding phase counts as one).
+    RunError (one line saying how to go on) when the seeding phase stopped short of its target
+    with ``seed.when_short: stop``. Seeding rounds are reported as ``round_start``/``round_done``
+    events (see :data:`stages.seed.Event`)."""
     emit = on_event or (lambda e: None)
     ran = 0
     if seed.pending(run):
         emit({"event": "start", "iteration": 0, "stage": "seed"})
         start = time.perf_counter()
-        summary = seed.phase(run, session, progress_for(0, "seed") if progress_for else None)
+        summary = seed.phase(run, session, progress_for(0, "seed") if progress_for else None, on_event=emit)
         ran += 1
+        st = seed.ensure_ready(run)
         emit({"event": "done", "iteration": 0, "stage": "seed", "seconds": time.perf_counter() - start,
-              "summary": summary})
+              "summary": summary, "standing": st.state})
+    elif run.completed_iterations() < iters:
+        seed.ensure_ready(run)
     while run.completed_iterations() < iters:
         n, stage = run.next_pending()
         emit({"event": "start", "iteration": n, "stage": stage})

@@ -1,11 +1,12 @@
 """`azr report`: a run's stage summaries turned into PNG figures and a short Markdown summary.
 
-Data flows one way: :func:`collect` reads the completed stages' ``summary.json`` files, the seed
-buffer and any ``eval/*.json`` results into a :class:`RunData`; each ``plot_*`` function turns a
-`RunData` into one matplotlib figure (or None when the run holds nothing for it); :func:`build`
-writes the figures and ``README.md`` into ``<run>/report/``. Each file is written to a temporary
-name and renamed into place, so a reader never sees half a PNG; figures from an earlier report
-that no longer apply are removed. Only completed stages are read (the folder is the mark).
+Data flows one way: :func:`collect` reads the completed stages' and seeding rounds'
+``summary.json`` files, the seed buffer and any ``eval/*.json`` results into a :class:`RunData`;
+each ``plot_*`` function turns a `RunData` into one matplotlib figure (or None when the run holds
+nothing for it); :func:`build` writes the figures and ``README.md`` into ``<run>/report/``. Each
+file is written to a temporary name and renamed into place, so a reader never sees half a PNG;
+figures from an earlier report that no longer apply are removed. Only completed stages (and
+seeding rounds) are read (the folder is the mark).
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from stages.errors import RunError
+from stages.method.levers import run_markers
 from stages.method.tasks import ROLES, TASK_TYPES
 from stages.pipeline import STAGE_NAMES
 from stages.rundir.atomic import atomic_file
-from stages.rundir.jsonl import read_json, read_jsonl
-from stages.rundir.records import Task
+from stages.rundir.buffers import seed_buffer
+from stages.rundir.jsonl import read_json
 from stages.rundir.run import Run
 
 GENERATING_STAGE_NAMES = ("propose", "solve")
@@ -34,6 +36,8 @@ class EvalResult:
     iteration: int | None
     """None for the base model (before any update)."""
     score: float
+    pass_at_k: dict[int, float] = field(default_factory=dict)
+    """k -> pass@k, when the evaluation sampled several completions per item."""
 
 
 @dataclass
@@ -50,6 +54,12 @@ class RunData:
     reasons: dict[int, dict[str, int]]
     """iteration -> rejection reason -> count (validate)."""
     seed_counts: dict[str, int]
+    seed_rounds: int = 0
+    """Complete rounds of the seeding phase."""
+    seed_reasons: dict[str, int] = field(default_factory=dict)
+    """Rejection reason -> count over the seeding phase's rounds."""
+    seed_proposals: int = 0
+    seed_valid: int = 0
     evals: list[EvalResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -82,7 +92,14 @@ def collect(run: Run) -> RunData:
             metrics.setdefault(n, {})[stage] = summ.metrics
             if stage == "validate":
                 reasons[n] = dict(summ.reasons)
-    seeds = read_jsonl(run.seed_file, Task) if run.seed_file.exists() else []
+    seeds = seed_buffer(run) if run.seed_file.exists() or run.seed_rounds() else []
+    seed_reasons: Counter[str] = Counter()
+    seed_proposals = seed_valid = 0
+    for k in range(1, run.seed_rounds() + 1):
+        summ = run.round_summary(k)
+        seed_reasons.update(summ.reasons)
+        seed_proposals += summ.count
+        seed_valid += summ.count - sum(summ.reasons.values())
     data = RunData(
         path=run.path,
         base_model=str(run.manifest.get("base_model", run.config.model.name)),
@@ -92,8 +109,13 @@ def collect(run: Run) -> RunData:
         metrics=metrics,
         reasons=reasons,
         seed_counts={t: c for t, c in Counter(s.type for s in seeds).items()},
+        seed_rounds=run.seed_rounds(),
+        seed_reasons=dict(sorted(seed_reasons.items())),
+        seed_proposals=seed_proposals,
+        seed_valid=seed_valid,
     )
     data.evals, skipped = read_evals(run.path / "eval")
+    data.notes.extend(f"**{m}**" for m in run_markers(run.config.reward.control))
     data.notes.extend(f"skipped {p}: {why}" for p, why in skipped)
     return data
 
@@ -108,7 +130,8 @@ def read_evals(folder: Path) -> tuple[list[EvalResult], list[tuple[Path, str]]]:
         try:
             d = read_json(p)
             it = d.get("iteration")
-            out.append(EvalResult(str(d["suite"]), None if it is None else int(it), float(d["score"])))
+            passk = {int(k): float(v) for k, v in (d.get("pass_at_k") or {}).items()}
+            out.append(EvalResult(str(d["suite"]), None if it is None else int(it), float(d["score"]), passk))
         except RunError as e:
             skipped.append((p, str(e)))
         except (AttributeError, KeyError, TypeError, ValueError) as e:
@@ -202,14 +225,20 @@ def plot_accuracy(data: RunData) -> Any | None:
 
 
 def plot_rejections(data: RunData) -> Any | None:
-    iters = [n for n in data.iterations if n in data.reasons]
-    names = sorted({r for n in iters for r in data.reasons[n]})
+    """Rejections per reason and iteration; the seeding phase's rounds (summed) stand beside them
+    as iteration 0."""
+    reasons = {**({0: data.seed_reasons} if data.seed_rounds else {}), **data.reasons}
+    iters = [n for n in ([0] if data.seed_rounds else []) + data.iterations if n in reasons]
+    names = sorted({r for n in iters for r in reasons[n]})
     if not iters:
         return None
-    fig, (ax,) = _figure(1, "rejected proposals by reason")
+    title = "rejected proposals by reason"
+    if data.seed_rounds:
+        title += f" (iteration 0 = the seeding phase, {data.seed_rounds} rounds)"
+    fig, (ax,) = _figure(1, title)
     bottom = [0] * len(iters)
     for name in names:
-        counts = [data.reasons[n].get(name, 0) for n in iters]
+        counts = [reasons[n].get(name, 0) for n in iters]
         ax.bar(iters, counts, bottom=bottom, label=name)
         bottom = [b + c for b, c in zip(bottom, counts, strict=True)]
     if not names:
@@ -295,6 +324,27 @@ def plot_eval(data: RunData) -> Any | None:
     return fig
 
 
+def plot_passk(data: RunData) -> Any | None:
+    """pass@k against k, one panel per suite evaluated with several samples per item: the base
+    model (dashed) against each evaluated iteration."""
+    suites = sorted({e.suite for e in data.evals if len(e.pass_at_k) > 1})
+    if not suites:
+        return None
+    fig, axes = _figure(len(suites), "pass@k (unbiased estimate): base model vs iterations")
+    for ax, suite in zip(axes, suites, strict=True):
+        runs = sorted((e for e in data.evals if e.suite == suite and len(e.pass_at_k) > 1),
+                      key=lambda e: -1 if e.iteration is None else e.iteration)
+        for i, e in enumerate(runs):
+            ks = sorted(e.pass_at_k)
+            base = e.iteration is None
+            ax.plot(ks, [e.pass_at_k[k] for k in ks], marker=MARKERS[i % len(MARKERS)],
+                    linestyle="--" if base else "-", label="base model" if base else f"iteration {e.iteration}")
+        _finish(ax, "pass@k", suite)
+        ax.set_xlabel("k (samples)")
+        ax.set_ylim(-0.05, 1.05)
+    return fig
+
+
 def _discard(fig: Any) -> None:
     import matplotlib.pyplot as plt
 
@@ -312,6 +362,7 @@ FIGURES: dict[str, tuple[str, Callable[[RunData], Any | None]]] = {
     "update.png": ("Loss, gradient norm, entropy", plot_update),
     "time.png": ("Time per stage", plot_time),
     "eval.png": ("Evaluation scores", plot_eval),
+    "passk.png": ("pass@k: base model vs iterations", plot_passk),
 }
 """Every figure a report can hold: file name -> (caption, plot function)."""
 
@@ -349,6 +400,11 @@ def readme(data: RunData, figures: list[str]) -> str:
         f"- iterations: {data.completed_iterations} complete"
         + (f" (stages present for {iters[0]}–{iters[-1]})" if iters else ""),
     ]
+    if data.seed_rounds:
+        rejected = ", ".join(f"{r} {c}" for r, c in sorted(data.seed_reasons.items(), key=lambda kv: -kv[1]))
+        lines.append(f"- seeding phase: {data.seed_rounds} rounds, {data.seed_proposals} proposals, "
+                     f"{data.seed_valid} valid; rejected: {rejected or 'none'}; seed tasks: "
+                     + ", ".join(f"{t} {data.seed_counts.get(t, 0)}" for t in TASK_TYPES))
     if iters:
         new = {t: int(sum(data.series("validate", f"new_tasks/{t}")[1])) for t in TASK_TYPES}
         lines.append("- new tasks: " + ", ".join(f"{t} {c}" for t, c in new.items()))
@@ -394,7 +450,8 @@ def build(run: Run, out: Path | None = None) -> Report:
     out = Path(out) if out is not None else run.path / "report"
     data = collect(run)
     if not data.iterations:
-        data.notes.insert(0, "no stage has completed yet; run `azr loop` and report again")
+        seeding = f" (only the seeding phase's {data.seed_rounds} rounds)" if data.seed_rounds else ""
+        data.notes.insert(0, f"no stage has completed yet{seeding}; run `azr loop` and report again")
     elif len(data.iterations) == 1:
         data.notes.insert(0, "a single iteration so far: each curve is one point")
     out.mkdir(parents=True, exist_ok=True)

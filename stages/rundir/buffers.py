@@ -1,6 +1,10 @@
 """Task buffers: derived, never stored. The buffer at iteration N is the seed tasks plus every
 valid task of iterations 1..N (``iters/≤N/validate/tasks.jsonl``), per type, capped.
 
+The seed tasks are themselves derived once the seeding phase has run a round: ``seed/base.jsonl``
+(the identity triplet, or what an older run's seed file held) plus the tasks each complete round
+added (``seed/round-K/tasks.jsonl``); ``buffer/seed.jsonl`` is the same list, written out.
+
 Sampling helpers are pure: they take a ``random.Random`` so a stage's choices follow its seed.
 """
 
@@ -9,6 +13,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+from stages.errors import RunError
 from stages.method.tasks import TASK_TYPES, TaskType
 from stages.rundir.jsonl import read_jsonl
 from stages.rundir.records import Task
@@ -17,10 +22,30 @@ from stages.rundir.run import Run
 Buffers = dict[TaskType, list[Task]]
 
 
+SEED_BASE = "base.jsonl"
+"""In ``seed/``: the seed tasks before the seeding phase's first round."""
+
+
+def seed_buffer(run: Run) -> list[Task]:
+    """The seed tasks: ``seed/base.jsonl`` + the tasks of complete seeding rounds 1..k, in order;
+    ``buffer/seed.jsonl`` before the phase has begun (or on a run from before rounds were kept).
+    A round whose folder is complete counts even if the seed file was not rewritten after it."""
+    base = run.seed_dir / SEED_BASE
+    rounds = run.seed_rounds()
+    if not base.is_file():
+        if rounds:
+            raise RunError(f"{base}: missing while {rounds} seeding round(s) are complete; the run is damaged")
+        return read_jsonl(run.seed_file, Task)
+    tasks = read_jsonl(base, Task)
+    for k in range(1, rounds + 1):
+        tasks.extend(run.read_round(k, "tasks.jsonl", Task))
+    return tasks
+
+
 def load_buffers(run: Run, upto: int) -> Buffers:
     """Seeds + valid tasks of iterations 1..upto, oldest first, each type capped."""
     tasks: list[Task] = []
-    tasks.extend(read_jsonl(run.seed_file, Task))
+    tasks.extend(seed_buffer(run))
     for n in range(1, upto + 1):
         if run.is_done(n, "validate"):
             tasks.extend(run.read(n, "validate", "tasks.jsonl", Task))

@@ -3,12 +3,14 @@
 ```
 runs/<name>/
   manifest.json  config.yaml  buffer/seed.jsonl  metrics.jsonl
+  seed/base.jsonl  seed/round-000001/   the seeding phase: its rounds' records + summary.json
   iters/000001/{propose,validate,solve,reward,update}/   records (*.jsonl) + summary.json
   checkpoints/000001/
 ```
 A stage writes into ``iters/N/.<stage>.tmp-<pid>`` and renames it into place when complete: the
-folder's existence is the completion mark. Leftover temporary folders (a crash, a kill -9) are
-never read, and are removed when the stage is written again. Nothing is edited in place.
+folder's existence is the completion mark. A round of the seeding phase is written the same way,
+into ``seed/round-K/``. Leftover temporary folders (a crash, a kill -9) are never read, and are
+removed when the stage is written again. Nothing is edited in place.
 
 Every write happens under the run lock (:mod:`stages.rundir.lock`): one writing process per run,
 so a temporary folder found by the writer always belongs to a dead process and is safe to remove.
@@ -74,6 +76,23 @@ class Run:
     def is_done(self, n: int, stage: str) -> bool:
         return self.stage_dir(n, stage).is_dir()
 
+    @property
+    def seed_dir(self) -> Path:
+        """The seeding phase's records: ``base.jsonl`` (the seed tasks before its first round) and
+        a folder per complete round."""
+        return self.path / "seed"
+
+    def round_dir(self, k: int) -> Path:
+        return self.seed_dir / f"round-{iteration_tag(k)}"
+
+    def seed_rounds(self) -> int:
+        """Rounds 1..k of the seeding phase all complete: k (0 for a run from before seeding
+        rounds were kept, or one that never grew)."""
+        k = 0
+        while self.round_dir(k + 1).is_dir():
+            k += 1
+        return k
+
     # ---- progress
     def iterations(self) -> list[int]:
         root = self.path / "iters"
@@ -126,12 +145,16 @@ class Run:
     @contextmanager
     def stage_writer(self, n: int, stage: str, force: bool = False) -> Iterator[Path]:
         """Yield a temporary folder; on success it becomes ``iters/N/<stage>`` atomically."""
+        with self._folder_writer(self.stage_dir(n, stage), f"iteration {n}: stage '{stage}'", force) as tmp:
+            yield tmp
+
+    @contextmanager
+    def _folder_writer(self, final: Path, what: str, force: bool) -> Iterator[Path]:
         with self.writing():
-            final = self.stage_dir(n, stage)
             if final.exists() and not force:
-                raise RunError(f"iteration {n}: stage '{stage}' is already complete (use --force)")
+                raise RunError(f"{what} is already complete (use --force)")
             final.parent.mkdir(parents=True, exist_ok=True)
-            remove_stale(final.parent, f".{stage}")  # under the lock: their writers are dead
+            remove_stale(final.parent, f".{final.name}")  # under the lock: their writers are dead
             with atomic_folder(final, replace=True) as tmp:
                 yield tmp
             self.rebuild_metrics()
@@ -140,15 +163,31 @@ class Run:
                     force: bool = False, started: float | None = None) -> StageSummary:
         """Write a stage's record files and summary.json, all or nothing, and return the summary
         as written. `started` (a perf_counter reading) adds the stage's wall time to its metrics."""
+        summary = self._stamped(summary, started)
+        with self.stage_writer(n, stage, force=force) as tmp:
+            self._fill(tmp, files, summary)
+        return summary
+
+    def write_round(self, k: int, files: dict[str, list[Any]], summary: StageSummary,
+                    started: float | None = None) -> StageSummary:
+        """Write round ``k`` of the seeding phase (``seed/round-K/``) as a stage is written: record
+        files and summary.json, all or nothing. A complete round is never rewritten."""
+        summary = self._stamped(summary, started)
+        with self._folder_writer(self.round_dir(k), f"seeding round {k}", force=False) as tmp:
+            self._fill(tmp, files, summary)
+        return summary
+
+    def _stamped(self, summary: StageSummary, started: float | None) -> StageSummary:
         update: dict[str, Any] = {"overrides": self.overrides}
         if started is not None:
             update["metrics"] = {**summary.metrics, "seconds": round(time.perf_counter() - started, 3)}
-        summary = summary.model_copy(update=update)
-        with self.stage_writer(n, stage, force=force) as tmp:
-            for name, records in files.items():
-                write_jsonl(tmp / name, records)
-            write_json(tmp / "summary.json", summary.model_dump(mode="json", exclude_defaults=True))
-        return summary
+        return summary.model_copy(update=update)
+
+    @staticmethod
+    def _fill(folder: Path, files: dict[str, list[Any]], summary: StageSummary) -> None:
+        for name, records in files.items():
+            write_jsonl(folder / name, records)
+        write_json(folder / "summary.json", summary.model_dump(mode="json", exclude_defaults=True))
 
     # ---- records
     def read(self, n: int, stage: str, filename: str, model: type[M]) -> list[M]:
@@ -156,8 +195,19 @@ class Run:
             raise RunError(f"iteration {n}: stage '{stage}' has not completed; run `azr {stage}` first")
         return read_jsonl(self.stage_dir(n, stage) / filename, model)
 
+    def read_round(self, k: int, filename: str, model: type[M]) -> list[M]:
+        if not self.round_dir(k).is_dir():
+            raise RunError(f"seeding round {k} has not completed; run `azr seed --run {self.path}` (it resumes)")
+        return read_jsonl(self.round_dir(k) / filename, model)
+
     def summary(self, n: int, stage: str) -> StageSummary:
-        path = self.stage_dir(n, stage) / "summary.json"
+        return self._read_summary(self.stage_dir(n, stage) / "summary.json")
+
+    def round_summary(self, k: int) -> StageSummary:
+        return self._read_summary(self.round_dir(k) / "summary.json")
+
+    @staticmethod
+    def _read_summary(path: Path) -> StageSummary:
         try:
             return StageSummary.model_validate(read_json(path))
         except ValidationError as e:
@@ -166,7 +216,13 @@ class Run:
                            "the file is damaged") from None
 
     def check_stages(self) -> None:
-        """Every completed stage has a readable summary.json, or RunError naming the file."""
+        """Every completed stage (and seeding round) has a readable summary.json, or RunError
+        naming the file."""
+        for k in range(1, self.seed_rounds() + 1):
+            try:
+                self.round_summary(k)
+            except RunError as e:
+                raise RunError(f"{e}; delete {self.round_dir(k)} and rerun `azr seed --run {self.path}`") from None
         for n in self.iterations():
             for s in STAGE_NAMES:
                 if self.is_done(n, s):
@@ -177,9 +233,13 @@ class Run:
                                        f"--iter {n}`") from None
 
     def rebuild_metrics(self) -> None:
-        """metrics.jsonl = one line per completed stage, derived from the summaries; rewritten
-        atomically so it never holds a half line."""
+        """metrics.jsonl = one line per completed seeding round (iteration 0, stage ``seed``) and
+        per completed stage, derived from the summaries; rewritten atomically so it never holds a
+        half line."""
         lines = []
+        for k in range(1, self.seed_rounds() + 1):
+            if (self.round_dir(k) / "summary.json").exists():
+                lines.append({"iteration": 0, "stage": "seed", "round": k, **self.round_summary(k).metrics})
         for n in self.iterations():
             for s in STAGE_NAMES:
                 if (self.stage_dir(n, s) / "summary.json").exists():
@@ -190,4 +250,17 @@ class Run:
         p = self.path / "metrics.jsonl"
         if not p.exists():
             return []
-        return [orjson.loads(x) for x in p.read_bytes().splitlines() if x.strip()]
+        lines: list[dict[str, Any]] = []
+        for i, x in enumerate(p.read_bytes().splitlines(), start=1):
+            if not x.strip():
+                continue
+            try:
+                line = orjson.loads(x)
+            except orjson.JSONDecodeError as e:
+                line = e
+            if not isinstance(line, dict):
+                why = f"not valid JSON ({line})" if isinstance(line, Exception) else "not a JSON object"
+                raise RunError(f"{p}:{i}: {why}; the file is damaged: delete it (it is rebuilt from the stage "
+                               "summaries at the next stage write)")
+            lines.append(line)
+        return lines
