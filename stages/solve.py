@@ -4,7 +4,8 @@ Two kinds of rollouts, in one generation call:
 - learnability: n rollouts on every task this iteration made valid; their mean accuracy r̄ gives
   the proposer's reward (1 − r̄) in `azr reward`;
 - train: the solver's training batch, B tasks per type: this iteration's new tasks first, then
-  uniform draws from the whole buffer.
+  uniform draws from the whole buffer (with ``solve.difficulty_band``, from the buffer tasks whose
+  measured solve rate lies in the band, and those never measured).
 deduction answers are compared on the host by safe literal parsing; abduction and induction
 answers run in the sandbox.
 """
@@ -16,6 +17,7 @@ import time
 from typing import Any
 
 from stages.config.schema import Config
+from stages.method.levers import band_filter
 from stages.method.parsers import parse_solver
 from stages.method.prompts import Turn, solver_prompt, solver_turns
 from stages.method.tasks import (
@@ -24,12 +26,13 @@ from stages.method.tasks import (
     learnability_rollout_id,
     share,
     stage_rng,
+    task_id,
     train_rollout_id,
 )
 from stages.model.turns import Query, completion_fields, generate, prompt_tokens
 from stages.pipeline import Progress
-from stages.rundir.buffers import load_buffers, solver_batch
-from stages.rundir.records import Rollout, StageSummary, Task
+from stages.rundir.buffers import Buffers, load_buffers, solver_batch
+from stages.rundir.records import Rollout, Sample, StageSummary, Task
 from stages.rundir.run import Run
 
 
@@ -63,6 +66,32 @@ def build_queries(
         batch = solver_batch([t for t in new if t.type == typ], buffers[typ], cfg.run.batch_size, rng)
         queries += [solver_query(train_rollout_id(iteration, typ, k), t, "train", demos) for k, t in enumerate(batch)]
     return queries
+
+
+def measured_rates(run: Run, n: int) -> dict[str, float]:
+    """task_id -> solve rate measured before iteration n: the mean accuracy of the task's
+    learnability rollouts, as the reward stages of iterations 1..n−1 recorded it (their proposer
+    samples' ``solve_rate``; a far smaller file than the rollouts)."""
+    out: dict[str, float] = {}
+    for k in range(1, n):
+        if run.is_done(k, "reward"):
+            for s in run.read(k, "reward", "samples.jsonl", Sample):
+                if s.role == "proposer" and s.solve_rate is not None:
+                    out[task_id(s.sample_id)] = s.solve_rate
+    return out
+
+
+def band_buffers(buffers: Buffers, rates: dict[str, float], band: tuple[float, float] | None
+                 ) -> tuple[Buffers, dict[str, int]]:
+    """Each type's buffer cut to the difficulty band (unmeasured tasks kept), and the summary's
+    counts over the three types: ``band/in``, ``band/unmeasured``, ``band/out``."""
+    out: Buffers = {}
+    counts = {"band/in": 0, "band/unmeasured": 0, "band/out": 0}
+    for typ, pool in buffers.items():
+        out[typ], c = band_filter(pool, rates, band)
+        for kind, v in c.items():
+            counts[f"band/{kind}"] += v
+    return out, counts
 
 
 def answer_item(task: Task, prediction: str) -> Any:
@@ -144,7 +173,10 @@ def run(run: Run, n: int, session: Any, *, force: bool = False, progress: Progre
     policy = session.policy_for(n)  # loaded (or kept from the last stage) before the stage's clock starts
     started = time.perf_counter()
     new = run.read(n, "validate", "tasks.jsonl", Task)
-    queries = build_queries(new, load_buffers(run, n), cfg, stage_rng(cfg.run.seed, n, "solve"), n)
+    buffers, banded = load_buffers(run, n), {}
+    if cfg.solve.difficulty_band is not None:
+        buffers, banded = band_buffers(buffers, measured_rates(run, n), cfg.solve.difficulty_band)
+    queries = build_queries(new, buffers, cfg, stage_rng(cfg.run.seed, n, "solve"), n)
     queries, fitted = fit_prompts(queries, cfg.solve.max_prompt_tokens, lambda q: prompt_tokens(policy, q))
     gen = generate(policy, queries, cfg.solve, derive_seed(cfg.run.seed, n, "solve", "gen"), progress)
     parsed = [parse_solver(policy.answer_prefix + c.text, q.type, cfg.reward.strict)
@@ -153,5 +185,5 @@ def run(run: Run, n: int, session: Any, *, force: bool = False, progress: Progre
     verdicts = judge_answers(queries, [p.prediction if p.format_ok else None for p in parsed], session.sandbox(), cfg)
     check_s = time.perf_counter() - check_start
     rollouts = [to_rollout(*x) for x in zip(queries, gen.completions, parsed, verdicts, strict=True)]
-    summary = summarize(rollouts, gen, check_s, {**fitted, "prompt_format": policy.prompt_format})
+    summary = summarize(rollouts, gen, check_s, {**fitted, **banded, "prompt_format": policy.prompt_format})
     return run.write_stage(n, "solve", {"rollouts.jsonl": rollouts}, summary, force=force, started=started)

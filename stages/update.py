@@ -28,17 +28,18 @@ def training_samples(run: Run, n: int) -> list[Any]:
     from stages.training.batch import TokenSample
 
     cfg = run.config
-    tokens: dict[str, tuple[list[int], list[int], float]] = {}
+    tokens: dict[str, tuple[list[int], list[int], float, bool]] = {}
     for p in run.read(n, "propose", "proposals.jsonl", Proposal):
-        tokens[p.proposal_id] = (p.prompt_ids, p.completion_ids, cfg.propose.temperature)
+        tokens[p.proposal_id] = (p.prompt_ids, p.completion_ids, cfg.propose.temperature, p.finish == "length")
     for r in run.read(n, "solve", "rollouts.jsonl", Rollout):
-        tokens[r.rollout_id] = (r.prompt_ids, r.completion_ids, cfg.solve.temperature)
+        tokens[r.rollout_id] = (r.prompt_ids, r.completion_ids, cfg.solve.temperature, r.finish == "length")
     out = []
     for s in run.read(n, "reward", "samples.jsonl", Sample):
-        prompt_ids, response_ids, temperature = tokens[s.sample_id]
+        prompt_ids, response_ids, temperature, truncated = tokens[s.sample_id]
+        group = f"{s.type}/{s.role}" + (f"/{s.purpose}" if s.purpose is not None else "")
         if response_ids:
             out.append(TokenSample(prompt_ids=prompt_ids, response_ids=response_ids, advantage=s.advantage,
-                                   reward=s.reward, temperature=temperature, group=f"{s.type}/{s.role}"))
+                                   reward=s.reward, temperature=temperature, group=group, truncated=truncated))
     return out
 
 

@@ -17,7 +17,7 @@ import typing
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sandbox.config import SandboxConfig
 
@@ -25,6 +25,13 @@ from sandbox.config import SandboxConfig
 def _runtime(default: Any, **kw: Any) -> Any:
     """A field that may be overridden on an existing run without changing what the run means."""
     return Field(default, json_schema_extra={"runtime": True}, **kw)
+
+
+def _lever(default: Any, **kw: Any) -> Any:
+    """A lever beyond the paper (issue #26): off by default. At its default it is left out of the
+    config digest, so a paper run's digest (and checkpoint meta) is the one it had before the
+    lever existed."""
+    return Field(default, json_schema_extra={"lever": True}, **kw)
 
 
 class Section(BaseModel):
@@ -163,9 +170,36 @@ class ValidateSection(Section):
 
 class SolveSection(GenerationSection):
     rollouts: int = Field(8, ge=1)
-    """n: solver rollouts per newly valid task, used to estimate its learnability (paper: 8)."""
+    """n: solver rollouts per newly valid task, used to estimate its learnability (paper: 8); at
+    least 2."""
     demonstrations: bool = False
     """Show one fixed worked example of the task type as an earlier exchange before the task."""
+    difficulty_band: tuple[float, float] | None = _lever(None)
+    """Lever (off: null). `[low, high]`: the solver's training batch draws its buffer tasks only
+    from those whose measured solve rate (the mean accuracy of their learnability rollouts, as the
+    reward stage computes it) lies in [low, high]; tasks never measured (seeds, this iteration's new
+    tasks) are kept. The solve summary counts both kinds (`band/in`, `band/unmeasured`,
+    `band/out`)."""
+    reuse_learnability: bool = _lever(False)
+    """Lever (off: false). The learnability rollouts also train the solver, as one more group per
+    type with its own TRR++ baseline (role solver, purpose learnability), instead of serving only
+    to measure the solve rate."""
+
+    @field_validator("rollouts")
+    @classmethod
+    def _check_rollouts(cls, v: int) -> int:
+        if v < 2:
+            raise ValueError(f"rollouts ({v}) must be at least 2: learnability 1 - r̄ needs several rollouts per "
+                             "task (with one, every solve rate is 0 or 1 and every valid proposal is trivial)")
+        return v
+
+    @field_validator("difficulty_band")
+    @classmethod
+    def _check_band(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not 0.0 <= v[0] <= v[1] <= 1.0:
+            raise ValueError(f"difficulty_band {list(v)} must be [low, high] with 0 <= low <= high <= 1 "
+                             "(solve rates are shares of correct rollouts)")
+        return v
 
 
 class RewardSection(Section):
@@ -185,6 +219,14 @@ class RewardSection(Section):
     """Proposer reward when every or no rollout solves the task (paper formula: 0; official code: -0.5)."""
     advantage_eps: float = Field(1e-6, gt=0, le=1.0)
     """epsilon in A = (r - mean) / (std + epsilon), per (type, role) batch."""
+    diversity_penalty: float = _lever(0.0, ge=0.0, le=10.0)
+    """Lever (off: 0). A valid proposal's reward minus this weight times its greatest similarity
+    (n-gram Jaccard over the AST dump with names canonicalized; induction: over its inputs) to its
+    references and to the buffer of its type; the sample record keeps the similarity."""
+    control: Literal["none", "random"] = _lever("none")
+    """Lever (off: none). `random`: a control run. Every reward is replaced by a seeded random one
+    with the same mean and spread per (type, role) batch; everything else is unchanged. The reward
+    summary, `azr report` and `azr status` mark the run RANDOM-REWARD CONTROL."""
 
     @property
     def strict(self) -> bool:
@@ -234,8 +276,24 @@ class UpdateSection(Section):
     """AdamW weight decay."""
     clip_ratio: float = Field(0.2, gt=0, le=1.0)
     """PPO surrogate ratio clip (both algorithms use the clipped surrogate)."""
+    clip_high: float | None = _lever(None, gt=0, le=10.0)
+    """Lever (off: null, the symmetric clip). DAPO's decoupled upper clip: the ratio is clipped to
+    [1 - clip_ratio, 1 + clip_high] (DAPO: 0.28 with clip_ratio 0.2)."""
+    loss_aggregation: Literal["token", "sequence"] = _lever("token")
+    """How per-token loss terms (surrogate, entropy, KL) become one number. `token` (azr's
+    behaviour, veRL's token-mean): one mean over every response token of the batch. `sequence`:
+    the mean over each response's tokens, then the mean over the responses (GRPO's original)."""
+    overlong: Literal["keep", "mask", "penalize"] = _lever("keep")
+    """Lever (off: keep). What a truncated response (finish `length`) contributes: `keep` (as any
+    other), `mask` (left out of the loss, DAPO's overlong filtering), `penalize` (DAPO's soft
+    overlong punishment: over the last `overlong_window` tokens of a role's max_new_tokens the
+    reward falls linearly by up to 1, applied to every response by its length in the reward stage)."""
+    overlong_window: int = _lever(64, ge=1)
+    """`overlong: penalize`: the tokens at the end of the max_new_tokens budget over which the
+    length penalty grows from 0 to -1 (DAPO's L_cache; capped at max_new_tokens)."""
     entropy_coef: float = Field(0.001, ge=0, le=1.0)
-    """Entropy bonus coefficient."""
+    """Entropy bonus coefficient (the paper's 0.001; 0 turns the bonus off). The entropy per role
+    is logged in the update summary either way (`entropy/proposer`, `entropy/solver`)."""
     kl_coef: float = Field(0.0, ge=0, le=100.0)
     """KL penalty to the reference model (0 = off, the paper's default)."""
     max_grad_norm: float = Field(1.0, gt=0)
@@ -319,8 +377,10 @@ class Config(Section):
         return self.model_dump(mode="json", by_alias=True)
 
     def digest(self) -> str:
-        """Short hash of the meaning-changing fields (runtime fields excluded)."""
-        flat = {k: v for k, v in flatten(self.to_dict()).items() if k not in runtime_fields()}
+        """Short hash of the meaning-changing fields (runtime fields, and levers left off, excluded)."""
+        off = lever_defaults()
+        flat = {k: v for k, v in flatten(self.to_dict()).items()
+                if k not in runtime_fields() and not (k in off and off[k] == v)}
         return hashlib.sha256(orjson.dumps(flat, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 
@@ -377,6 +437,18 @@ def runtime_fields() -> set[str]:
                 out.add(f"{sec}.{name}")
     # sandbox: worker count is a runtime knob; limits change what is valid and are not.
     out.add("sandbox.workers")
+    return out
+
+
+def lever_defaults() -> dict[str, Any]:
+    """SECTION.FIELD -> the off value (as in ``to_dict``) of every lever beyond the paper."""
+    out: dict[str, Any] = {}
+    for sec, model in config_sections().items():
+        for name, field in model.model_fields.items():
+            extra = field.json_schema_extra
+            if isinstance(extra, dict) and extra.get("lever"):
+                default = field.default
+                out[f"{sec}.{name}"] = list(default) if isinstance(default, tuple) else default
     return out
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from stages.method.tasks import Purpose, Role, TaskType
 
@@ -109,6 +109,17 @@ class Sample(Record):
     format_ok: bool = True
     valid: bool | None = None
     correct: bool | None = None
+    # The levers beyond the paper (issue #26) add these; left off, a record is written as before.
+    purpose: Purpose | None = Field(None, exclude_if=lambda v: v is None)
+    """Solver samples under ``solve.reuse_learnability``: ``learnability`` for a learnability
+    rollout trained on (its own baseline per type); absent for the training batch."""
+    similarity: float | None = Field(None, exclude_if=lambda v: v is None)
+    """Valid proposals under ``reward.diversity_penalty``: the greatest similarity to the
+    references and the buffer of the type (the reward lost weight × similarity)."""
+    length_penalty: float | None = Field(None, exclude_if=lambda v: v is None)
+    """Under ``update.overlong: penalize``: the soft length penalty added to the reward (≤ 0)."""
+    measured_reward: float | None = Field(None, exclude_if=lambda v: v is None)
+    """Under ``reward.control: random``: the reward the run measured; ``reward`` is the random one."""
 
 
 class StageSummary(Record):

@@ -24,7 +24,16 @@ class TokenSample:
     """The temperature the response was sampled at: the update scores it under logits / T, the
     distribution it came from (0, greedy, is scored at 1)."""
     group: str = ""
-    """Its (task type, role) batch, e.g. ``deduction/solver``: PPO whitens advantages within it."""
+    """Its (task type, role) batch, e.g. ``deduction/solver``: PPO whitens advantages within it
+    (a reused learnability rollout: ``deduction/solver/learnability``)."""
+    truncated: bool = False
+    """Cut at max_new_tokens (finish ``length``): ``update.overlong: mask`` leaves it out."""
+
+    @property
+    def role(self) -> str:
+        """proposer or solver (the second part of ``group``; empty when there is no group)."""
+        parts = self.group.split("/")
+        return parts[1] if len(parts) > 1 else ""
 
 
 def pad_batch(

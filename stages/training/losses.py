@@ -9,13 +9,26 @@ import torch
 
 
 def clipped_surrogate(
-    logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, clip: float
+    logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, clip: float,
+    clip_high: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token PPO-clip loss −min(ρA, clip(ρ, 1−ε, 1+ε)A) and whether the clip was active."""
+    """Per-token PPO-clip loss −min(ρA, clip(ρ, 1−ε, 1+ε_high)A) and whether the clip was active;
+    ε_high is ``clip_high`` (DAPO's decoupled upper clip), ε when None."""
     ratio = torch.exp(logp - old_logp)
     unclipped = ratio * advantages
-    clipped = torch.clamp(ratio, 1.0 - clip, 1.0 + clip) * advantages
+    clipped = torch.clamp(ratio, 1.0 - clip, 1.0 + (clip if clip_high is None else clip_high)) * advantages
     return -torch.minimum(unclipped, clipped), (clipped < unclipped)
+
+
+def aggregate(per_token: torch.Tensor, mask: torch.Tensor, mode: str, tokens: int, sequences: int) -> torch.Tensor:
+    """A micro-batch's share of a batch loss from per-token terms [B, T] over ``mask``.
+    ``token``: the sum over the masked tokens / ``tokens`` (the batch's response tokens), so the
+    micro-batches add up to one mean over every token. ``sequence``: each row's mean over its own
+    tokens, summed, / ``sequences`` (the batch's responses): the mean of the per-response means."""
+    if mode == "token":
+        return (per_token * mask).sum() / tokens
+    lengths = mask.sum(dim=1).clamp(min=1)
+    return ((per_token * mask).sum(dim=1) / lengths).sum() / sequences
 
 
 def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:

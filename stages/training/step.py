@@ -13,6 +13,11 @@ One call of :func:`update_step`:
    scaled by the number of response tokens in the *whole* batch, so the accumulated gradient is
    the gradient of a full-batch token mean; clip the gradient norm; take one optimizer step, unless
    the loss or the gradient is not finite (then nothing is stepped and FloatingPointError says so).
+
+The update's levers beyond the paper (off by default): ``clip_high`` (DAPO's decoupled upper
+clip), ``loss_aggregation: sequence`` (the mean of per-response means instead of one token mean,
+:func:`~stages.training.losses.aggregate`), ``overlong: mask`` (truncated responses left out of
+the batch, its token and response counts included).
 """
 
 from __future__ import annotations
@@ -21,16 +26,17 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from stages.method.tasks import ROLES
 from stages.training.algorithms import TRR, Algorithm
 from stages.training.batch import TokenSample, micro_batches
 from stages.training.logprobs import body_checkpointed, causal_lm, forward, token_logprobs
-from stages.training.losses import clipped_surrogate, kl_k3
+from stages.training.losses import aggregate, clipped_surrogate, kl_k3
 from stages.training.memory import PeakMemory
 from stages.training.sharding import full_weights, total_norm
 
@@ -45,7 +51,8 @@ Compute = Callable[[], contextlib.AbstractContextManager[Any]]
 
 @dataclass
 class UpdateStats:
-    """What one :func:`update_step` did. Loss terms are token means, averaged over PPO epochs."""
+    """What one :func:`update_step` did. Loss terms are token means (per-response means under
+    ``update.loss_aggregation: sequence``), averaged over PPO epochs."""
 
     loss: float
     """Total loss minimised: pg_loss − entropy_coef·entropy + kl_coef·kl (+ weight·value_loss)."""
@@ -75,9 +82,18 @@ class UpdateStats:
     samples: int = 0
     trained_samples: int = 0
     """Samples that went through the model (the others contribute nothing: update.skip_zero_advantage)."""
+    entropy_by_role: dict[str, float] = field(default_factory=dict)
+    """Role -> mean token entropy over that role's trained response tokens (written as
+    ``entropy/<role>``), whether or not the entropy bonus is on."""
+    overlong_masked: int | None = None
+    """``update.overlong: mask``: truncated responses left out of the loss; None otherwise."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if out["overlong_masked"] is None:  # a lever left off leaves no trace
+            del out["overlong_masked"]
+        out.update({f"entropy/{role}": v for role, v in out.pop("entropy_by_role").items()})
+        return out
 
 
 @contextlib.contextmanager
@@ -155,10 +171,16 @@ def update_step(
     start = time.perf_counter()
 
     with PeakMemory(device) as meter:
+        samples = len(batch)
+        masked = None
+        if cfg.overlong == "mask":  # DAPO's overlong filtering: truncated responses are not learned from
+            masked = sum(s.truncated for s in batch)
+            batch = [s for s in batch if not s.truncated]
         # The token mean is over the whole batch, so leaving out samples that contribute nothing
         # (update.skip_zero_advantage) keeps every other sample's gradient exactly as it was.
         total_tokens = sum(len(s.response_ids) for s in batch)
         denom = max(total_tokens, 1)
+        sequences = max(sum(bool(s.response_ids) for s in batch), 1)
         kept = [s for s in batch if algorithm.contributes(s, cfg)]
         mbs = list(micro_batches(kept, cfg.micro_batch_size, pad_id, device))
         mine: list[Any] = mbs if ranks is None else ranks.mine(mbs)
@@ -195,7 +217,8 @@ def update_step(
 
         # -- the steps
         model.train()
-        sums = dict.fromkeys(("loss", "pg", "ent", "kl", "extra", "clip", "gn"), 0.0)
+        sums = dict.fromkeys(("loss", "pg", "ent", "kl", "extra", "clip", "gn",
+                              *(f"{k}/{role}" for role in ROLES for k in ("ent", "tok"))), 0.0)
         has_extra = False
         for _ in range(cfg.ppo_epochs):
             before = dict(sums)
@@ -211,12 +234,12 @@ def update_step(
                 mask = mb.response_mask.float()
                 if not separate_old:
                     mb.old_logp = logp.detach()
-                pg_tok, clipped = clipped_surrogate(logp, mb.old_logp, mb.advantages, cfg.clip_ratio)
-                pg = (pg_tok * mask).sum() / denom
-                entropy = (ent * mask).sum() / denom
+                pg_tok, clipped = clipped_surrogate(logp, mb.old_logp, mb.advantages, cfg.clip_ratio, cfg.clip_high)
+                pg = aggregate(pg_tok, mask, cfg.loss_aggregation, denom, sequences)
+                entropy = aggregate(ent, mask, cfg.loss_aggregation, denom, sequences)
                 loss = pg - cfg.entropy_coef * entropy
                 if want_kl:
-                    kl = (kl_k3(logp, mb.ref_logp) * mask).sum() / denom
+                    kl = aggregate(kl_k3(logp, mb.ref_logp), mask, cfg.loss_aggregation, denom, sequences)
                     loss = loss + cfg.kl_coef * kl
                     sums["kl"] += float(kl.detach())
                 extra = algorithm.extra_loss(mb, hidden)
@@ -229,6 +252,7 @@ def update_step(
                 sums["pg"] += float(pg.detach())
                 sums["ent"] += float(entropy.detach())
                 sums["clip"] += float((clipped.float() * mask).sum()) / denom
+                _add_role_entropy(sums, mb.samples, ent.detach(), mask)
             if ranks is not None:  # under FSDP the policy's gradients are already summed (reduce-scatter)
                 epoch = {k: sums[k] - before[k] for k in sums}
                 ranks.all_reduce(([] if sharded else policy_params)
@@ -262,6 +286,18 @@ def update_step(
         peak_memory=meter.peak,
         value_loss=sums["extra"] / e if has_extra else None,
         optimizer_steps=e if kept else 0,
-        samples=len(batch),
+        samples=samples,
         trained_samples=len(kept),
+        entropy_by_role={role: sums[f"ent/{role}"] / sums[f"tok/{role}"] for role in ROLES if sums[f"tok/{role}"]},
+        overlong_masked=masked,
     )
+
+
+def _add_role_entropy(sums: dict[str, float], samples: Sequence[TokenSample], ent: torch.Tensor,
+                      mask: torch.Tensor) -> None:
+    """Add each row's entropy sum and token count to its role's totals in ``sums``."""
+    rows_ent, rows_tok = (ent * mask).sum(dim=1).tolist(), mask.sum(dim=1).tolist()
+    for s, e, t in zip(samples, rows_ent, rows_tok, strict=True):
+        if f"tok/{s.role}" in sums:
+            sums[f"ent/{s.role}"] += e
+            sums[f"tok/{s.role}"] += t
