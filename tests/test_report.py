@@ -38,10 +38,11 @@ def run_copy(tiny_run, tmp_path) -> Path:
     return dst
 
 
-def write_eval(run: Path, suite: str, iteration: int | None, score: float) -> None:
+def write_eval(run: Path, suite: str, iteration: int | None, score: float, pass_at_k: dict | None = None) -> None:
     (run / "eval").mkdir(exist_ok=True)
     name = f"{suite}-{'base' if iteration is None else f'{iteration:06d}'}.json"
-    (run / "eval" / name).write_text(json.dumps({"suite": suite, "iteration": iteration, "score": score}))
+    (run / "eval" / name).write_text(json.dumps({"suite": suite, "iteration": iteration, "score": score,
+                                                 **({"pass_at_k": pass_at_k} if pass_at_k else {})}))
 
 
 def report_json(azr, *args) -> dict:
@@ -59,6 +60,8 @@ def test_report_writes_every_figure_and_the_readme(azr, run_copy):
     write_eval(run_copy, "humaneval-io", None, 0.12)
     for n, score in ((1, 0.10), (2, 0.15)):
         write_eval(run_copy, "humaneval-io", n, score)
+    for n, k in ((None, {"1": 0.1, "2": 0.18, "4": 0.3}), (2, {"1": 0.15, "2": 0.25, "4": 0.4})):
+        write_eval(run_copy, "math-synth", n, k["1"], k)  # sampled: the pass@k figure
     info = report_json(azr, "--run", run_copy)
     out = run_copy / "report"
     assert info["out"] == str(out) and info["iterations"] == ITERS and info["notes"] == []

@@ -16,6 +16,17 @@ offline, every derived gold output computed in our sandbox. Suites:
   ``test_list``, optional ``test_setup_code``).
 - ``dev``: the same two kinds of item from a file of azr task records (``--data``): a development
   set built from a base model's own proposals (``bench/devset.py``), never from a benchmark.
+- ``humaneval-plus``, ``mbpp-plus``, ``livecodebench``: code generation with hidden tests, from the
+  benchmarks' published files (:mod:`stages.evaluation.codebench`).
+- ``math500``, ``aime24``, ``aime25``, ``amc23``, ``minerva``, ``olympiadbench``: the paper's math
+  benchmarks from their published files; ``math-synth``: generated questions with exact answers
+  (:mod:`stages.evaluation.mathbench`). Answers are checked by :mod:`stages.evaluation.mathcheck`.
+
+Every suite has a pinned prompt template (:data:`SPECS`: ``template``): the wording of its
+prompts, versioned; the result files record it with the model's prompt format.
+
+Files: ``--data FILE`` in the benchmark's published layout, or the copy ``azr eval --download``
+fetched into the azr cache (:mod:`stages.evaluation.data`).
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ from __future__ import annotations
 import ast
 import gzip
 import importlib.util
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +45,7 @@ import orjson
 from stages.errors import EvalError
 from stages.method.prompts import solver_prompt
 
-Kind = Literal["codegen", "deduction", "abduction"]
+Kind = Literal["codegen", "deduction", "abduction", "math"]
 IO_CANDIDATES = 3
 """Test inputs tried per HumanEval problem for humaneval-io; the first that validates is kept."""
 _CHUNK = 16  # problems derived per sandbox batch, so --limit derives only what it needs
@@ -52,13 +64,16 @@ class Item:
     input: str = ""
     """deduction: the shown input; abduction: a known-good input (the reference answer)."""
     output: str = ""
-    """repr of the gold output (deduction/abduction)."""
+    """repr of the gold output (deduction/abduction); math: the gold answer."""
     entry_point: str = ""
     """codegen: the function the answer must define."""
     tests: str = ""
     """codegen: code run after the answer; it raises when the answer is wrong."""
     solution: str = ""
     """codegen: a known-correct answer (the canonical solution, whole functions)."""
+    harness: str = ""
+    """codegen with hidden tests: a script that runs the answer (given as a string literal) against
+    the tests in the sandbox and prints :data:`codebench.PASS_MARK` when every one passes."""
 
 
 # ----------------------------------------------------------------------------- prompts
@@ -106,7 +121,10 @@ def read_rows(path: Path, what: str) -> list[dict[str, Any]]:
         try:
             row = orjson.loads(line)
         except orjson.JSONDecodeError:
-            raise EvalError(f"{path}:{i}: not valid JSON; expected one {what} object per line") from None
+            try:  # NaN, Infinity, integers over 64 bits (EvalPlus's inputs hold them): stdlib json reads them
+                row = json.loads(line)
+            except ValueError:
+                raise EvalError(f"{path}:{i}: not valid JSON; expected one {what} object per line") from None
         if not isinstance(row, dict):
             raise EvalError(f"{path}:{i}: expected a JSON object, got {type(row).__name__}")
         rows.append(row)
@@ -293,32 +311,138 @@ def mbpp_suite(ctx: Context) -> Iterator[Item]:
 
 
 def _need_data(ctx: Context, suite: str, what: str) -> Path:
-    if ctx.data is None:
-        raise EvalError(f"suite '{suite}' reads a local file: pass --data FILE, a {what} JSONL file")
-    return Path(ctx.data)
+    if ctx.data is not None:
+        return Path(ctx.data)
+    from stages.evaluation.data import local_copy
+
+    found = local_copy(suite)
+    if found is not None:
+        return found
+    from stages.evaluation.data import PUBLISHED
+
+    hint = " or --download (the published file, into the azr cache)" if suite in PUBLISHED else ""
+    raise EvalError(f"suite '{suite}' reads a local file: pass --data FILE, a {what} JSONL file{hint}")
 
 
-SUITES: dict[str, Callable[[Context], Iterator[Item]]] = {
-    "humaneval": humaneval_suite,
-    "humaneval-io": humaneval_io_suite,
-    "cruxeval": cruxeval_suite,
-    "mbpp": mbpp_suite,
-    "dev": dev_suite,
+# ----------------------------------------------------------------------------- hidden-test code suites
+
+
+def _evalplus_suite(ctx: Context, suite: str, dataset: str) -> Iterator[Item]:
+    from stages.evaluation import codebench
+
+    path = _need_data(ctx, suite, "EvalPlus (HumanEvalPlus.jsonl / MbppPlus.jsonl)")
+    for i, row in enumerate(read_rows(path, "EvalPlus"), start=1):
+        data = codebench.evalplus_item_data(row, path, i, dataset)
+        prompt = row["prompt"]
+        if dataset == "humaneval":
+            task, program = humaneval_task(prompt, row["entry_point"]), prompt
+        else:
+            tests = row.get("test_list") if isinstance(row.get("test_list"), list) else []
+            task, program = codebench.mbpp_plus_task(prompt, [t for t in tests if isinstance(t, str)]), ""
+        yield Item(data["task_id"], "codegen", codegen_prompt(task), program=program,
+                   entry_point=row["entry_point"], solution=data["reference"],
+                   harness=codebench.fill(codebench.EVALPLUS_HARNESS, data))
+
+
+def humaneval_plus_suite(ctx: Context) -> Iterator[Item]:
+    yield from _evalplus_suite(ctx, "humaneval-plus", "humaneval")
+
+
+def mbpp_plus_suite(ctx: Context) -> Iterator[Item]:
+    yield from _evalplus_suite(ctx, "mbpp-plus", "mbpp")
+
+
+def livecodebench_suite(ctx: Context) -> Iterator[Item]:
+    from stages.evaluation import codebench
+
+    path = _need_data(ctx, "livecodebench", "LiveCodeBench code generation (test.jsonl … or their folder)")
+    for line, row in codebench.lcb_rows(path):
+        data = codebench.lcb_item_data(row, path, line)
+        yield Item(f"livecodebench/{row['question_id']}", "codegen", codegen_prompt(codebench.lcb_task(row)),
+                   entry_point=data["func_name"] or "main",
+                   harness=codebench.fill(codebench.LCB_HARNESS, data))
+
+
+# ----------------------------------------------------------------------------- math
+
+
+def _math_file_suite(suite: str) -> Callable[[Context], Iterator[Item]]:
+    def load(ctx: Context) -> Iterator[Item]:
+        from stages.evaluation.mathbench import math_prompt, published_rows
+
+        path = _need_data(ctx, suite, f"{suite} (fields problem, answer)")
+        for item_id, question, answer in published_rows(read_rows(path, suite), path, suite):
+            yield Item(item_id, "math", math_prompt(question), output=answer)
+
+    load.__name__ = f"{suite.replace('-', '_')}_suite"
+    return load
+
+
+def math_synth_suite(ctx: Context) -> Iterator[Item]:
+    """Generated arithmetic and algebra with exact answers (``--data`` is not read)."""
+    from stages.evaluation.mathbench import math_prompt, synth_questions
+
+    for item_id, question, answer in synth_questions():
+        yield Item(item_id, "math", math_prompt(question), output=answer)
+
+
+# ----------------------------------------------------------------------------- the table of suites
+
+
+@dataclass(frozen=True)
+class SuiteSpec:
+    """A suite: how its items are made, its domain, its pinned prompt template, where its data is."""
+
+    load: Callable[[Context], Iterator[Item]]
+    domain: Literal["code", "math", "io"]
+    template: str
+    """The pinned prompt template (wording and version); recorded in every result file."""
+    source: Literal["package", "file", "generated"]
+    """package: shipped with an installed package (``--data`` may replace it); file: ``--data`` or
+    the downloaded copy; generated: made here from a seed."""
+    timeout_s: float = 0.0
+    """Seconds one answer's program may run (its hidden tests); 0: the run's sandbox.timeout_s."""
+    max_processes: int = 0
+    """Threads an answer may start (competitive programs recurse deeply in a thread); 0: the run's."""
+
+
+CODEGEN_TEMPLATE = "codegen/v1"
+IO_TEMPLATE = "io-prediction/v1"
+
+SPECS: dict[str, SuiteSpec] = {
+    "humaneval": SuiteSpec(humaneval_suite, "code", CODEGEN_TEMPLATE, "package"),
+    "humaneval-io": SuiteSpec(humaneval_io_suite, "io", IO_TEMPLATE, "package"),
+    "cruxeval": SuiteSpec(cruxeval_suite, "io", IO_TEMPLATE, "file"),
+    "mbpp": SuiteSpec(mbpp_suite, "code", CODEGEN_TEMPLATE, "file"),
+    "dev": SuiteSpec(dev_suite, "io", IO_TEMPLATE, "file"),
+    "humaneval-plus": SuiteSpec(humaneval_plus_suite, "code", CODEGEN_TEMPLATE, "file", timeout_s=60.0),
+    "mbpp-plus": SuiteSpec(mbpp_plus_suite, "code", CODEGEN_TEMPLATE, "file", timeout_s=60.0),
+    "livecodebench": SuiteSpec(livecodebench_suite, "code", "livecodebench/v1", "file", timeout_s=180.0,
+                               max_processes=4),
+    **{name: SuiteSpec(_math_file_suite(name), "math", "math-boxed/v1", "file")
+       for name in ("math500", "aime24", "aime25", "amc23", "minerva", "olympiadbench")},
+    "math-synth": SuiteSpec(math_synth_suite, "math", "math-boxed/v1", "generated"),
 }
+"""Every suite, by name."""
+
+SUITES: dict[str, Callable[[Context], Iterator[Item]]] = {name: spec.load for name, spec in SPECS.items()}
+
+FILE_SUITES = tuple(name for name, spec in SPECS.items() if spec.source == "file")
+"""Suites whose items come only from --data or the downloaded copy (reading runs no code)."""
+CHECK_ROWS = 64
+"""Items check_suite reads from a large file (LiveCodeBench) before the model loads."""
 
 
-FILE_SUITES = ("cruxeval", "mbpp", "dev")
-"""Suites whose items come only from --data (their files hold no code to run while reading)."""
-
-
-def check_suite(name: str, data: Path | None = None) -> None:
+def check_suite(name: str, data: Path | None = None, limit: int | None = None) -> None:
     """Refuse an unknown suite, or missing or malformed data, before any model is loaded."""
-    if name not in SUITES:
-        raise EvalError(f"unknown suite '{name}'; suites are: {', '.join(SUITES)}")
+    if name not in SPECS:
+        raise EvalError(f"unknown suite '{name}'; suites are: {', '.join(SPECS)}")
     if name in FILE_SUITES:
-        for _ in SUITES[name](Context(None, None, Path(data) if data else None)):
-            pass
-    elif data is not None:
+        cap = limit if limit is not None else (CHECK_ROWS if name == "livecodebench" else None)
+        for n, _ in enumerate(SUITES[name](Context(None, None, Path(data) if data else None)), start=1):
+            if cap is not None and n >= cap:
+                break
+    elif data is not None and name in ("humaneval", "humaneval-io"):
         humaneval_problems(Path(data))
 
 
@@ -335,3 +459,20 @@ def load_items(suite: str, sandbox: Any, sandbox_cfg: Any, data: Path | None = N
     if not items:
         raise EvalError(f"suite '{suite}' yielded no items")
     return items
+
+
+def template_probe(suite: str) -> Item:
+    """An item of `suite` with placeholder text: wrapped for a model, it shows the suite's pinned
+    template (and the model's own chat template or R1 frame), whose digest the result files keep."""
+    spec = SPECS[suite]
+    if spec.domain == "math":
+        from stages.evaluation.mathbench import math_prompt
+
+        return Item("probe", "math", math_prompt("{problem}"), output="{answer}")
+    if spec.domain == "io":
+        return io_items("probe", "def f(x):\n    return x", "{input}", "{output}")[0]
+    if suite == "livecodebench":
+        from stages.evaluation.codebench import lcb_task
+
+        return Item("probe", "codegen", codegen_prompt(lcb_task({"question_content": "{question}"})))
+    return Item("probe", "codegen", codegen_prompt("{task}"))
