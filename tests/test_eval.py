@@ -219,3 +219,15 @@ def test_loop_hook_then_compare(azr, run_dir):
     assert set(table["suites"]["humaneval"]) == {"base", "2", "4"}
     r = azr("eval", "--run", run_dir, "--compare", "--iter", "4")
     assert r.code == 0 and "iter 4" in r.out and "iter 2" not in r.out and "humaneval" in r.out
+
+
+def test_codegen_reads_a_program_written_unfenced_in_the_answer():
+    """The solver may answer induction with the program itself in <answer> (no fence): code
+    generation is read the same way, for the problem's own entry point."""
+    from stages.evaluation.scoring import extract_code
+
+    text = "<think> plan </think>\n<answer>\ndef add(a, b):\n    return a + b\n</answer>"
+    assert extract_code(text, "add") == "def add(a, b):\n    return a + b"
+    assert extract_code("<answer>\nadd = 1\n</answer>", "add") is None  # no definition: no program
+    fenced = "<answer>\n```python\ndef add(a, b):\n    return a - b\n```\n</answer>"
+    assert extract_code(fenced, "add") == "def add(a, b):\n    return a - b"

@@ -32,7 +32,7 @@ from fractions import Fraction
 from typing import Any
 
 from stages.evaluation.suites import Item
-from stages.method.parsers import extract_answer, extract_blocks, format_verdict, parse_solver
+from stages.method.parsers import bare_answer, extract_answer, extract_blocks, format_verdict, parse_solver
 from stages.method.tasks import share
 
 
@@ -52,7 +52,7 @@ def extract_code(text: str, entry_point: str) -> str | None:
     blocks = extract_blocks(answer if answer is not None else text, "python")
     defines = re.compile(rf"^(?:async\s+)?def\s+{re.escape(entry_point)}\s*\(", re.MULTILINE)
     chosen = next((b for b in reversed(blocks) if defines.search(b)), blocks[-1] if blocks else None)
-    return chosen or None
+    return chosen or bare_answer(text, "python", entry_point)
 
 
 def codegen_program(item: Item, code: str) -> str:
@@ -136,6 +136,11 @@ def score(items: list[Item], texts: list[str], sandbox: Any, sandbox_cfg: Any,
             prediction = extract_code(text, item.entry_point)
             verdict = format_verdict(text, "solver", "induction", strict=strict)  # the same layout: one python block
             format_ok, format_error = verdict.ok, verdict.error
+            if "```python" in (format_error or "") and bare_answer(text, "python", item.entry_point) is not None:
+                # the program unfenced in <answer>, as the solver's induction answers may be (the
+                # training parser takes it when it defines `f`; here the entry point has the
+                # problem's name)
+                format_ok, format_error = True, None
             if prediction is not None:
                 programs.append((k, codegen_program(item, prediction)))
         else:

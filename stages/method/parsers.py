@@ -131,13 +131,15 @@ def extract_answer(text: str) -> str | None:
     return text[span[0] + len(_OPEN_ANSWER) : span[1]].strip()
 
 
-def bare_answer(text: str, kind: str = "output") -> str | None:
+def bare_answer(text: str, kind: str = "output", entry: str = "f") -> str | None:
     """The content of the last ``<answer>`` when it holds no fence at all (the paper's solver
-    layout: ``<answer>[5, 4]</answer>``), else None; for ``python``, only when it defines ``f`` at
-    a line start (a program written without its fence). Only an explicit answer tag counts:
+    layout: ``<answer>[5, 4]</answer>``), else None; for ``python``, only when it defines ``entry``
+    at a line start (a program written without its fence). Only an explicit answer tag counts:
     without one, prose would pass for a value."""
     answer = extract_answer(text)
-    if not answer or "```" in answer or (kind == "python" and not defines_f(answer)):
+    if not answer or "```" in answer:
+        return None
+    if kind == "python" and not re.search(rf"^(?:async[ \t]+)?def[ \t]+{re.escape(entry)}[ \t]*\(", answer, re.M):
         return None
     return answer
 
