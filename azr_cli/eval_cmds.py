@@ -84,18 +84,11 @@ def eval_cmd(
         raise EvalError("--table paper shows saved results: add --compare")
     run_, _ = open_run(run, None, set_, {"model": {"device": device}} if device else None)
     if compare:
-        if table == "paper":
-            paper = evaluate.paper_table(run_, iter_ or None)
-            if json_:
-                display.print_json(paper)
-            else:
-                display.out.print(paper_table(paper))
-            return
-        saved = evaluate.compare(run_, iter_ or None)
+        shown = evaluate.paper_table(run_, iter_ or None) if table == "paper" else evaluate.compare(run_, iter_ or None)
         if json_:
-            display.print_json(saved)
+            display.print_json(shown)
         else:
-            display.out.print(compare_table(saved))
+            display.out.print(paper_table(shown) if table == "paper" else compare_table(shown))
         return
     if base == bool(iter_) or (iter_ and len(iter_) > 1):
         raise EvalError("choose what to evaluate: --base, or one --iter N")

@@ -34,7 +34,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
-from learning import azr, iteration_rows  # noqa: E402
+from learning import azr, iteration_rows, saved_eval  # noqa: E402
 
 DEFAULT_CONFIG = Path("configs/qwen2.5-coder-0.5b-cpu.yaml")
 DEV = Path("bench/dev/qwen2.5-coder-0.5b.jsonl")
@@ -92,16 +92,7 @@ def check_run(path: Path, config: Path, overrides: dict[str, Any]) -> None:
 
 def score(run_path: Path, which: list[str], suite: str, limit: int | None, data: Path | None) -> float:
     """One saved evaluation's score, evaluated first when it is missing or of another item limit."""
-    tag = "base" if which == ["--base"] else f"{int(which[1]):06d}"
-    saved = run_path / "eval" / f"{suite}-{tag}.json"
-    result = json.loads(saved.read_text()) if saved.is_file() else None
-    if result is None or result.get("limit") != limit:
-        args = ["eval", "--run", str(run_path), *which, "--suite", suite, "--json"]
-        args += ["--limit", str(limit)] if limit else []
-        args += ["--data", str(data)] if data else []
-        azr(*args)
-        result = json.loads(saved.read_text())
-    return float(result["score"])
+    return float(saved_eval(run_path, which, suite, limit, data)["score"])
 
 
 def scores(run_path: Path, which: list[str], suites: list[str], limit: int | None, dev: Path | None

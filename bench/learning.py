@@ -90,21 +90,28 @@ def trend(values: list[float]) -> dict[str, float | None]:
             "last5_minus_first5": round(statistics.fmean(values[-k:]) - statistics.fmean(values[:k]), 4)}
 
 
+def saved_eval(run_path: Path, which: list[str], suite: str, limit: int | None, data: Path | None) -> dict[str, Any]:
+    """The saved result of one evaluation (``--base`` or ``--iter N``), made first with `azr eval`
+    when it is missing or was made with another item limit."""
+    tag = "base" if which == ["--base"] else f"{int(which[1]):06d}"
+    saved = run_path / "eval" / f"{suite}-{tag}.json"
+    result = json.loads(saved.read_text()) if saved.is_file() else None
+    if result is None or result.get("limit") != limit:
+        args = ["eval", "--run", str(run_path), *which, "--suite", suite, "--json"]
+        args += ["--limit", str(limit)] if limit else []
+        args += ["--data", str(data)] if data else []
+        azr(*args)
+        result = json.loads(saved.read_text())
+    return result
+
+
 def evaluate(run_path: Path, which: list[str], limit: int | None, dev: Path | None) -> dict[str, Any]:
     """One evaluation (``--base`` or ``--iter N``) on the held-out suites and the development set,
     reusing a saved result of the same size."""
     out = {}
     suites = [(s, None) for s in SUITES] + ([("dev", dev)] if dev is not None else [])
     for suite, data_file in suites:
-        tag = "base" if which == ["--base"] else f"{int(which[1]):06d}"
-        saved = run_path / "eval" / f"{suite}-{tag}.json"
-        data = json.loads(saved.read_text()) if saved.is_file() else None
-        if data is None or data.get("limit") != limit:
-            args = ["eval", "--run", str(run_path), *which, "--suite", suite, "--json"]
-            args += ["--limit", str(limit)] if limit else []
-            args += ["--data", str(data_file)] if data_file else []
-            azr(*args)
-            data = json.loads(saved.read_text())
+        data = saved_eval(run_path, which, suite, limit, data_file)
         out[suite] = {"in_layout": data["format_ok"], "score": data["score"], "items": data["items"],
                       "by_kind": data.get("by_kind"),
                       "correct": {r["item_id"]: bool(r["correct"]) for r in data["results"]}}
