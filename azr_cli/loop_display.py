@@ -14,16 +14,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from azr_cli.display import err
-from stages.method.tasks import TASK_TYPES
+from stages.method.kinds import KINDS
 
-HEADLINE = {
-    "seed": ("rounds", "proposed", "reached", "buffer/deduction", "buffer/abduction", "buffer/induction"),
-    "propose": ("format_ok", "tokens_per_s"),
-    "validate": ("valid", "new_tasks/deduction", "new_tasks/abduction", "new_tasks/induction"),
-    "solve": ("train/accuracy/deduction", "train/accuracy/abduction", "train/accuracy/induction", "tokens_per_s"),
-    "reward": ("reward/proposer/deduction", "reward/solver/deduction"),
-    "update": ("loss", "grad_norm", "entropy"),
-}
+
+def headline(stage: str) -> tuple[str, ...]:
+    """The metrics a stage's line shows, per registered kind where they are per type."""
+    first = next(iter(KINDS))
+    return {
+        "seed": ("rounds", "proposed", "reached", *(f"buffer/{t}" for t in KINDS)),
+        "propose": ("format_ok", "tokens_per_s"),
+        "validate": ("valid", *(f"new_tasks/{t}" for t in KINDS)),
+        "solve": (*(f"train/accuracy/{t}" for t in KINDS), "tokens_per_s"),
+        "reward": (f"reward/proposer/{first}", f"reward/solver/{first}"),
+        "update": ("loss", "grad_norm", "entropy"),
+    }.get(stage, ())
 
 
 def _fmt(v: Any) -> str:
@@ -35,11 +39,11 @@ def round_line(event: dict[str, Any]) -> str:
     against the target, the most frequent rejection reasons."""
     m, target = event["summary"].metrics, event["target"]
     valid = []
-    for t in TASK_TYPES:
+    for t in KINDS:
         n = int(m.get(f"proposals/{t}", 0))
         if n:
-            valid.append(f"{t[:3]} {round(m.get(f'valid/{t}', 0.0) * n)}/{n} (+{int(m.get(f'added/{t}', 0))})")
-    buffers = " ".join(f"{t[:3]} {int(m.get(f'buffer/{t}', 0))}/{target}" for t in TASK_TYPES)
+            valid.append(f"{KINDS[t].short} {round(m.get(f'valid/{t}', 0.0) * n)}/{n} (+{int(m.get(f'added/{t}', 0))})")
+    buffers = " ".join(f"{KINDS[t].short} {int(m.get(f'buffer/{t}', 0))}/{target}" for t in KINDS)
     top = sorted(event["summary"].reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
     rejected = ", ".join(f"{r} {c}" for r, c in top) or "none"
     return (f"seed round {event['round']:>3}/{event['max_rounds']} {event['seconds']:6.1f}s "
@@ -85,7 +89,7 @@ class RoundsView:
 
 def plain_line(event: dict[str, Any]) -> str:
     m = event["summary"].metrics
-    keys = [k for k in HEADLINE.get(event["stage"], ()) if k in m]
+    keys = [k for k in headline(event["stage"]) if k in m]
     parts = " ".join(f"{k}={_fmt(m[k])}" for k in keys)
     return f"iter {event['iteration']:>4} {event['stage']:<8} {event['seconds']:7.1f}s {parts}"
 
@@ -123,16 +127,16 @@ class LoopDisplay:
                 self.task = None
         elif event["event"] == "round_done":
             m = event["summary"].metrics
-            self.buffers.update({t: int(m.get(f"buffer/{t}", 0)) for t in TASK_TYPES})
+            self.buffers.update({t: int(m.get(f"buffer/{t}", 0)) for t in KINDS})
             self.times["seed"] = self.times.get("seed", 0.0) + event["seconds"]
             err.print(round_line(event), soft_wrap=True, highlight=False, markup=False)
         else:
             self.latest[event["stage"]] = event["summary"].metrics
             self.times[event["stage"]] = event["seconds"]
             if event["stage"] == "seed":
-                self.buffers.update({t: int(self.latest["seed"].get(f"buffer/{t}", 0)) for t in TASK_TYPES})
+                self.buffers.update({t: int(self.latest["seed"].get(f"buffer/{t}", 0)) for t in KINDS})
             if event["stage"] == "validate":
-                for t in TASK_TYPES:
+                for t in KINDS:
                     self.buffers[t] = self.buffers.get(t, 0) + int(self.latest["validate"].get(f"new_tasks/{t}", 0))
             if self.live is None:
                 err.print(plain_line(event), soft_wrap=True, highlight=False)
@@ -155,13 +159,13 @@ class LoopDisplay:
         head = Table.grid(padding=(0, 2))
         head.add_row(f"[bold]iteration[/] {self.current[0]} / {self.target}", f"[bold]stage[/] {self.current[1]}",
                      f"[bold]elapsed[/] {time.perf_counter() - self.started:,.0f}s",
-                     "[bold]buffers[/] " + " ".join(f"{t[:3]} {self.buffers.get(t, 0)}" for t in TASK_TYPES))
-        t = Table("", *TASK_TYPES, title="last iteration", title_justify="left")
+                     "[bold]buffers[/] " + " ".join(f"{KINDS[t].short} {self.buffers.get(t, 0)}" for t in KINDS))
+        t = Table("", *KINDS, title="last iteration", title_justify="left")
         v, r, s = self.latest.get("validate", {}), self.latest.get("reward", {}), self.latest.get("solve", {})
-        t.add_row("validity", *(_fmt(v.get(f"valid/{x}", "-")) for x in TASK_TYPES))
-        t.add_row("solver accuracy", *(_fmt(s.get(f"train/accuracy/{x}", "-")) for x in TASK_TYPES))
-        t.add_row("proposer reward", *(_fmt(r.get(f"reward/proposer/{x}", "-")) for x in TASK_TYPES))
-        t.add_row("solver reward", *(_fmt(r.get(f"reward/solver/{x}", "-")) for x in TASK_TYPES))
+        t.add_row("validity", *(_fmt(v.get(f"valid/{x}", "-")) for x in KINDS))
+        t.add_row("solver accuracy", *(_fmt(s.get(f"train/accuracy/{x}", "-")) for x in KINDS))
+        t.add_row("proposer reward", *(_fmt(r.get(f"reward/proposer/{x}", "-")) for x in KINDS))
+        t.add_row("solver reward", *(_fmt(r.get(f"reward/solver/{x}", "-")) for x in KINDS))
         tps = self.latest.get("solve", {}).get("tokens_per_s") or self.latest.get("propose", {}).get("tokens_per_s")
         u = self.latest.get("update", {})
         foot = Table.grid(padding=(0, 2))

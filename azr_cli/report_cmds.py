@@ -12,12 +12,12 @@ import typer
 from azr_cli import display
 from azr_cli.errors import UserError
 from azr_cli.options import JsonOpt, RunOpt
-from stages.method.tasks import TASK_TYPES
+from stages.method.kinds import KINDS
 from stages.pipeline import STAGE_NAMES, STAGES
 
 StageName = StrEnum("StageName", {name: name for name in ("seed", *STAGE_NAMES)})
 """The stages of an iteration, and ``seed``: the seeding phase's rounds."""
-TypeName = StrEnum("TypeName", {name: name for name in TASK_TYPES})
+TypeName = StrEnum("TypeName", {name: name for name in KINDS})
 
 
 OutOpt = Annotated[
@@ -242,7 +242,7 @@ def record_row(stage: str, x: Any, proposals: dict[str, Any]) -> tuple[str, ...]
             verdict = _mark(False, f"format: {x.format_error}" if x.format_error else "format")
         else:
             verdict = "✓ correct" if x.correct else "✗ wrong"
-        if x.type == "induction" and x.format_ok:
+        if not KINDS[x.type].proposes_program and x.format_ok:  # checked on hidden pairs
             verdict += f" ({x.fraction:.0%} hidden)"
         return (x.rollout_id, x.task_id, x.type, x.prompt, x.completion, x.prediction or "", verdict)
     if stage == "reward":

@@ -39,6 +39,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from stages.method.kinds import KINDS  # noqa: E402
 from stages.method.tasks import ROLES, TASK_TYPES  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "learning-qwen.json"
@@ -168,7 +169,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    head = ["iter", "valid", *(f"v/{t[:3]}" for t in TASK_TYPES), "s.fmt", *(f"acc/{t[:3]}" for t in TASK_TYPES),
+    head = ["iter", "valid", *(f"v/{KINDS[t].short}" for t in TASK_TYPES), "s.fmt", *(f"acc/{KINDS[t].short}" for t in TASK_TYPES),
             "r.prop", "r.solv", "trunc.p", "trunc.s", "sec"]
     print(" ".join(f"{h:>8}" for h in head))
     for r in rows:

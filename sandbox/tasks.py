@@ -10,7 +10,8 @@ parsing, abduction and induction by running programs in the sandbox.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, Protocol
 
 import pydantic
 
@@ -138,33 +139,12 @@ def validate_task(sb: Sandbox, program: str, inputs: list[str], cfg: SandboxConf
 
 
 # --- answers -------------------------------------------------------------------------------------
-class DeductionAnswer(pydantic.BaseModel):
-    """The solver predicted the output of a known program on a known input."""
+# Each answer says how it is checked: a verdict at once (by value on the host, or a refusal), or the
+# sandbox runs (program, input, gold output) that decide it. check_answers batches the runs of
+# every answer; a new kind of answer is a new class with a `plan`, and nothing here changes.
 
-    kind: Literal["deduction"] = "deduction"
-    gold_output: str
-    predicted: str
-
-
-class AbductionAnswer(pydantic.BaseModel):
-    """The solver proposed an input that should make `program` return the gold output."""
-
-    kind: Literal["abduction"] = "abduction"
-    program: str
-    gold_output: str
-    proposed_input: str
-
-
-class InductionAnswer(pydantic.BaseModel):
-    """The solver wrote a program that should map each hidden input to its hidden output."""
-
-    kind: Literal["induction"] = "induction"
-    program: str
-    inputs: list[str]
-    outputs: list[str]
-
-
-Answer = Annotated[DeductionAnswer | AbductionAnswer | InductionAnswer, pydantic.Field(discriminator="kind")]
+Run = tuple[str, str, str]
+"""(program, input, gold output repr): one sandbox run an answer's verdict depends on."""
 
 
 class AnswerCheck(pydantic.BaseModel):
@@ -180,47 +160,92 @@ class AnswerCheck(pydantic.BaseModel):
     """A short human message."""
 
 
-def check_answers(sb: Sandbox, answers: list[DeductionAnswer | AbductionAnswer | InductionAnswer], cfg: SandboxConfig | None = None) -> list[AnswerCheck]:
-    """Check many answers of any types with one batch of sandbox runs."""
+def _refused(static: Any) -> AnswerCheck:
+    return AnswerCheck(correct=False, status=static.reason or "parse", detail=static.detail)
+
+
+class CheckedAnswer(Protocol):
+    def plan(self, cfg: SandboxConfig) -> AnswerCheck | list[Run]:
+        """A verdict now, or the sandbox runs that decide it (all must match)."""
+        ...
+
+
+class DeductionAnswer(pydantic.BaseModel):
+    """The solver predicted the output of a known program on a known input."""
+
+    kind: Literal["deduction"] = "deduction"
+    gold_output: str
+    predicted: str
+
+    def plan(self, cfg: SandboxConfig) -> AnswerCheck | list[Run]:
+        """Compared by value on the host: nothing runs."""
+        ok = check_deduction(self.gold_output, self.predicted)
+        return AnswerCheck(correct=ok, fraction=float(ok), detail="value matches" if ok else "value differs")
+
+
+class AbductionAnswer(pydantic.BaseModel):
+    """The solver proposed an input that should make `program` return the gold output."""
+
+    kind: Literal["abduction"] = "abduction"
+    program: str
+    gold_output: str
+    proposed_input: str
+
+    def plan(self, cfg: SandboxConfig) -> AnswerCheck | list[Run]:
+        """The program was validated as a task; the solver's input is what gets checked, then run."""
+        static = check_input(self.proposed_input, cfg)
+        return _refused(static) if not static.ok else [(self.program, self.proposed_input, self.gold_output)]
+
+
+class InductionAnswer(pydantic.BaseModel):
+    """The solver wrote a program that should map each hidden input to its hidden output."""
+
+    kind: Literal["induction"] = "induction"
+    program: str
+    inputs: list[str]
+    outputs: list[str]
+
+    def plan(self, cfg: SandboxConfig) -> AnswerCheck | list[Run]:
+        """The solver's program is checked statically, then run on every hidden input."""
+        if len(self.inputs) != len(self.outputs):
+            return AnswerCheck(correct=False, status="parse", detail="hidden inputs and outputs differ in number")
+        static = check_program(self.program, cfg)
+        if not static.ok:
+            return _refused(static)
+        if not self.inputs:
+            return AnswerCheck(correct=False, status="parse", detail="nothing to check against")
+        return [(self.program, x, y) for x, y in zip(self.inputs, self.outputs, strict=True)]
+
+
+Answer = Annotated[DeductionAnswer | AbductionAnswer | InductionAnswer, pydantic.Field(discriminator="kind")]
+
+
+def check_answers(sb: Sandbox, answers: Sequence[CheckedAnswer], cfg: SandboxConfig | None = None) -> list[AnswerCheck]:
+    """Check many answers (of any kinds) with one batch of sandbox runs."""
     cfg = cfg or sb.cfg
     checks: list[AnswerCheck | None] = [None] * len(answers)
-    jobs: list[Job] = []
+    runs: list[Run] = []
     owners: list[int] = []
-    expected: list[str] = []
     for k, ans in enumerate(answers):
-        if isinstance(ans, DeductionAnswer):
-            ok = check_deduction(ans.gold_output, ans.predicted)
-            checks[k] = AnswerCheck(correct=ok, fraction=float(ok), detail="value matches" if ok else "value differs")
+        plan = ans.plan(cfg)
+        if isinstance(plan, AnswerCheck):
+            checks[k] = plan
             continue
-        if isinstance(ans, InductionAnswer) and len(ans.inputs) != len(ans.outputs):
-            checks[k] = AnswerCheck(correct=False, status="parse", detail="hidden inputs and outputs differ in number")
-            continue
-        pairs = [(ans.proposed_input, ans.gold_output)] if isinstance(ans, AbductionAnswer) else list(zip(ans.inputs, ans.outputs, strict=True))
-        # The abduction program was validated as a task; the solver's text is what gets checked.
-        static = check_program(ans.program, cfg) if isinstance(ans, InductionAnswer) else check_input(ans.proposed_input, cfg)
-        if not static.ok:
-            checks[k] = AnswerCheck(correct=False, status=static.reason or "parse", detail=static.detail)
-            continue
-        if not pairs:
-            checks[k] = AnswerCheck(correct=False, status="parse", detail="nothing to check against")
-            continue
-        for text, gold in pairs:
-            jobs.append((ans.program, text))
-            owners.append(k)
-            expected.append(gold)
-    results = sb.run_many(jobs) if jobs else []
+        runs += plan
+        owners += [k] * len(plan)
+    results = sb.run_many([(program, text) for program, text, _ in runs]) if runs else []
     per: dict[int, list[tuple[ExecResult, bool]]] = {}
-    for k, res, gold in zip(owners, results, expected, strict=True):
+    for k, res, (_, _, gold) in zip(owners, results, runs, strict=True):
         hit = res.status is Status.ok and same_literal(gold, res.value_repr or "")
         per.setdefault(k, []).append((res, hit))
-    for k, runs in per.items():
-        hits = sum(hit for _, hit in runs)
-        bad = next((r for r, _ in runs if r.status is not Status.ok), None)
+    for k, done in per.items():
+        hits = sum(hit for _, hit in done)
+        bad = next((r for r, _ in done if r.status is not Status.ok), None)
         checks[k] = AnswerCheck(
-            correct=hits == len(runs),
-            fraction=hits / len(runs),
+            correct=hits == len(done),
+            fraction=hits / len(done),
             status=bad.status.value if bad else "ok",
-            detail=(bad.error or bad.detail or "") if bad else f"{hits}/{len(runs)} match",
+            detail=(bad.error or bad.detail or "") if bad else f"{hits}/{len(done)} match",
         )
     return [c if c is not None else AnswerCheck(correct=False, status="error", detail="not run") for c in checks]
 

@@ -1,8 +1,8 @@
 """`azr propose`: the proposer writes B task proposals per type.
 
-deduction/abduction prompts show K reference tasks drawn uniformly from that type's buffer;
-induction prompts show one program drawn from the deduction ∪ abduction buffers and ask for N
-inputs and a message. Records keep the prompt, the completion, the parsed fields and the format
+Each type's kind draws what its prompt shows: deduction/abduction, K reference tasks drawn
+uniformly from that type's buffer; induction, one program drawn from the buffers of the kinds
+that propose programs (deduction ∪ abduction), asking for N inputs and a message. Records keep the prompt, the completion, the parsed fields and the format
 verdict; `validate` judges them.
 """
 
@@ -14,12 +14,12 @@ from collections.abc import Callable
 from typing import Any
 
 from stages.config.schema import Config
-from stages.method.parsers import parse_proposal
-from stages.method.prompts import Ref, proposer_prompt, proposer_turns
-from stages.method.tasks import TASK_TYPES, TaskType, derive_seed, proposal_id, share, stage_rng
+from stages.method.kinds import KINDS
+from stages.method.prompts import Ref
+from stages.method.tasks import derive_seed, proposal_id, share, stage_rng
 from stages.model.turns import Query, completion_fields, generate, prompt_tokens
 from stages.pipeline import Progress
-from stages.rundir.buffers import Buffers, load_buffers, sample_references
+from stages.rundir.buffers import Buffers, load_buffers
 from stages.rundir.records import Proposal, StageSummary, Task
 from stages.rundir.run import Run
 
@@ -28,35 +28,29 @@ def _ref(task: Task) -> Ref:
     return Ref(program=task.program, inputs=task.inputs, outputs=task.outputs, message=task.message)
 
 
-def proposer_query(cfg: Config, qid: str, task_type: TaskType, refs: list[Task], demo: Task | None = None) -> Query:
+def proposer_query(cfg: Config, qid: str, task_type: str, refs: list[Task], demo: Task | None = None) -> Query:
     """The proposer prompt ``qid`` of a type, showing ``refs`` (induction: the one program to give
-    inputs for) and, with demonstrations, ``demo`` (an induction task shown as a worked exchange)."""
+    inputs for) and, with demonstrations, ``demo`` (a task shown as a worked exchange, or None)."""
     from sandbox.checks import describe_rules
 
-    n_inputs, rules = cfg.propose.induction_inputs, describe_rules(cfg.sandbox)
+    kind, n_inputs, rules = KINDS[task_type], cfg.propose.induction_inputs, describe_rules(cfg.sandbox)
     shown = [_ref(r) for r in refs]
-    if not cfg.propose.demonstrations:
-        turns = [("user", proposer_prompt(task_type, shown, n_inputs=n_inputs, rules=rules))]
-    elif task_type == "induction":
-        turns = proposer_turns(task_type, shown, n_inputs, demo=_ref(demo) if demo is not None else None)
+    if cfg.propose.demonstrations:
+        turns = kind.proposer_turns(shown, n_inputs, rules, demo=_ref(demo) if demo is not None else None)
     else:
-        turns = proposer_turns(task_type, shown, n_inputs, rules)
+        turns = [("user", kind.proposer_prompt(shown, n_inputs=n_inputs, rules=rules))]
     return Query(qid, task_type, turns, references=refs)
 
 
 def build_queries(buffers: Buffers, cfg: Config, rng: random.Random, iteration: int) -> list[Query]:
-    """B prompts per type, in a fixed order (deduction, abduction, induction)."""
+    """B prompts per type, in the registry's order (deduction, abduction, induction)."""
     out: list[Query] = []
-    programs = buffers["deduction"] + buffers["abduction"]
-    for t in TASK_TYPES:
+    programs = [task for name, kind in KINDS.items() if kind.proposes_program for task in buffers.get(name, [])]
+    for t, kind in KINDS.items():
         for k in range(cfg.run.batch_size):
-            qid = proposal_id(iteration, t, k)
-            if t == "induction":
-                refs = [rng.choice(programs)]
-                demos = buffers["induction"] if cfg.propose.demonstrations else []
-                out.append(proposer_query(cfg, qid, t, refs, rng.choice(demos) if demos else None))
-            else:
-                out.append(proposer_query(cfg, qid, t, sample_references(buffers[t], cfg.propose.references, rng)))
+            refs, demo = kind.draw_references(buffers.get(t, []), programs, cfg.propose.references, rng,
+                                              cfg.propose.demonstrations)
+            out.append(proposer_query(cfg, proposal_id(iteration, t, k), t, refs, demo))
     return out
 
 
@@ -68,7 +62,7 @@ def fit_prompts(queries: list[Query], cfg: Config, length: Callable[[Query], int
     limit, kept, shortened, dropped = cfg.propose.max_prompt_tokens, [], 0, 0
     for q in queries:
         shown = len(q.references)
-        while length(q) > limit and q.type != "induction" and len(q.references) > 1:
+        while length(q) > limit and KINDS[q.type].shortens_references() and len(q.references) > 1:
             q = proposer_query(cfg, q.id, q.type, q.references[:-1])
         if length(q) > limit:
             dropped += 1
@@ -81,8 +75,9 @@ def fit_prompts(queries: list[Query], cfg: Config, length: Callable[[Query], int
 def to_record(query: Query, iteration: int, completion: Any, n_inputs: int, strict: bool = True,
               prefix: str = "") -> Proposal:
     """The proposal record; ``prefix`` is what the prompt prefilled of the response (R1: <think>)."""
-    parsed = parse_proposal(prefix + completion.text, query.type, n_inputs=n_inputs, strict=strict)
-    program = query.references[0].program if query.type == "induction" else parsed.program
+    kind = KINDS[query.type]
+    parsed = kind.parse_proposal(prefix + completion.text, n_inputs=n_inputs, strict=strict)
+    program = kind.proposal_program(parsed.program, query.references)
     return Proposal(
         proposal_id=query.id,
         iteration=iteration,
@@ -100,7 +95,7 @@ def to_record(query: Query, iteration: int, completion: Any, n_inputs: int, stri
 
 def summarize(records: list[Proposal], gen: Any, fitted: dict[str, int] | None = None,
               prompt_format: str = "") -> StageSummary:
-    by_type = {t: [r for r in records if r.type == t] for t in TASK_TYPES}
+    by_type = {t: [r for r in records if r.type == t] for t in KINDS}
     return StageSummary(
         count=len(records),
         metrics={

@@ -1,8 +1,9 @@
-"""`azr seed`: create a run and write the seed tasks of the three buffers.
+"""`azr seed`: create a run and write the seed tasks of the buffers, one per task kind.
 
-The paper seeds every buffer with the identity triplet (``def f(a): return a``, ``"Hello
-world"``). The induction seed is the same program with N literal inputs of varied types and a
-message; outputs are the inputs' values (computed by ``ast.literal_eval``, no code runs).
+Each kind writes its seed task (``TaskKind.seed_task``). The paper seeds every buffer with the
+identity triplet (``def f(a): return a``, ``"Hello world"``). The induction seed is the same
+program with N literal inputs of varied types and a message; outputs are the inputs' values
+(computed by ``ast.literal_eval``, no code runs).
 
 A new run then goes through the seeding phase (``seed.grow``, on by default, as in the paper):
 the base model proposes, with no updates, until each buffer holds ``seed.target`` tasks (default
@@ -33,42 +34,19 @@ from typing import Any, Literal
 
 from stages.config.schema import Config
 from stages.errors import RunError
-from stages.method.tasks import TASK_TYPES, counts, seed_task_id, share
+from stages.method.kinds import KINDS
+from stages.method.tasks import counts, seed_task_id, share
 from stages.rundir.buffers import SEED_BASE, seed_buffer
 from stages.rundir.jsonl import read_jsonl, write_jsonl
 from stages.rundir.manifest import create_run
 from stages.rundir.records import Proposal, StageSummary, Task, Validation
 from stages.rundir.run import Run
 
-IDENTITY_PROGRAM = "def f(a):\n    return a"
-IDENTITY_INPUT = '"Hello world"'
-INDUCTION_INPUTS = [
-    '"Hello world"', "42", "[1, 2, 3]", "{'a': 1, 'b': [2, 3]}", "(2.5, None)",
-    "True", "''", "-7", "[[], {}]", "'multi\\nline'", "3.0e-3", "(1, (2, (3,)))",
-]
-IDENTITY_MESSAGE = "The function gives back exactly what it is given."
-
-
-def identity_output(arg_text: str) -> str:
-    """repr of f(*args) for the identity program: the value of the single literal argument."""
-    value = ast.literal_eval(arg_text)
-    return repr(value)
-
 
 def seed_tasks(cfg: Config) -> list[Task]:
-    n = cfg.propose.induction_inputs
-    inputs = INDUCTION_INPUTS[:n]
-    while len(inputs) < n:  # more than we list: distinct integers
-        inputs.append(str(len(inputs) * 11))
-    return [
-        Task(task_id=seed_task_id("deduction", 0), type="deduction", program=IDENTITY_PROGRAM,
-             inputs=[IDENTITY_INPUT], outputs=[identity_output(IDENTITY_INPUT)]),
-        Task(task_id=seed_task_id("abduction", 0), type="abduction", program=IDENTITY_PROGRAM,
-             inputs=[IDENTITY_INPUT], outputs=[identity_output(IDENTITY_INPUT)]),
-        Task(task_id=seed_task_id("induction", 0), type="induction", program=IDENTITY_PROGRAM,
-             inputs=inputs, outputs=[identity_output(x) for x in inputs],
-             message=IDENTITY_MESSAGE, n_shown=cfg.propose.shown),
-    ]
+    """One seed task per kind, as the kind writes it (the identity triplet, in the paper)."""
+    n, shown = cfg.propose.induction_inputs, cfg.propose.shown
+    return [Task(task_id=seed_task_id(name, 0), type=name, **kind.seed_task(n, shown)) for name, kind in KINDS.items()]
 
 
 def run(path: Path, cfg: Config, force: bool = False) -> Run:
@@ -149,7 +127,7 @@ def standing(run: Run) -> Standing:
     cfg = run.config
     target, rounds = seeding_target(cfg), run.seed_rounds()
     have = Counter(t.type for t in seed_buffer(run))
-    buffers = {t: have[t] for t in TASK_TYPES}
+    buffers = {t: have[t] for t in KINDS}
     state: State
     if run.iterations():
         state = "closed"
@@ -216,7 +194,7 @@ def grow(run: Run, target: int, policy: Any, sandbox: Any, max_rounds: int = 20,
         for k in range(run.seed_rounds() + 1, max_rounds + 1):
             tasks = seed_buffer(run)
             have = Counter(t.type for t in tasks)
-            short = [t for t in TASK_TYPES if have[t] < target]
+            short = [t for t in KINDS if have[t] < target]
             if not short:
                 break
             emit({"event": "round_start", "stage": "seed", "round": k, "max_rounds": max_rounds})
@@ -224,9 +202,9 @@ def grow(run: Run, target: int, policy: Any, sandbox: Any, max_rounds: int = 20,
             emit({"event": "round_done", "stage": "seed", "round": k, "max_rounds": max_rounds, "target": target,
                   "seconds": summary.metrics.get("seconds", 0.0), "summary": summary})
             ran, proposed = ran + 1, proposed + summary.count
-            added += sum(int(summary.metrics.get(f"added/{t}", 0)) for t in TASK_TYPES)
+            added += sum(int(summary.metrics.get(f"added/{t}", 0)) for t in KINDS)
         sizes = Counter(t.type for t in seed_buffer(run))
-    buffers = {t: sizes[t] for t in TASK_TYPES}
+    buffers = {t: sizes[t] for t in KINDS}
     return {"rounds": run.seed_rounds(), "ran": ran, "proposed": proposed, "added": added, "buffers": buffers,
             "reached": all(n >= target for n in buffers.values())}
 
@@ -255,7 +233,7 @@ def seed_round(run: Run, k: int, tasks: list[Task], short: list[str], target: in
     proposals: list[Proposal] = []
     for q, c in zip(queries, gen.completions, strict=True):
         rec = to_record(q, 0, c, cfg.propose.induction_inputs, cfg.reward.strict, policy.answer_prefix)
-        if rec.program and rec.type != "induction" and cfg.validate_.strip_seed_comments:
+        if rec.program and KINDS[rec.type].proposes_program and cfg.validate_.strip_seed_comments:
             rec = rec.model_copy(update={"program": strip_globals(strip_comments(rec.program))})
         j = sum(r.type == q.type for r in proposals)
         proposals.append(rec.model_copy(update={"proposal_id": seeding_proposal_id(k, q.type, j)}))
@@ -293,8 +271,8 @@ def admit(tasks: list[Task], validations: list[Validation], target: int) -> tupl
 
 def round_summary(k: int, proposals: list[Proposal], validations: list[Validation], new: list[Task],
                   skipped: Counter[str], before: list[Task], target: int, gen_s: float) -> StageSummary:
-    props = {t: [p for p in proposals if p.type == t] for t in TASK_TYPES}
-    vals = {t: [v for v in validations if v.type == t] for t in TASK_TYPES}
+    props = {t: [p for p in proposals if p.type == t] for t in KINDS}
+    vals = {t: [v for v in validations if v.type == t] for t in KINDS}
     sizes = Counter(t.type for t in [*before, *new])
     reasons = counts(v.reason for v in validations if not v.valid)
     tokens = sum(p.completion_tokens for p in proposals)
@@ -309,10 +287,10 @@ def round_summary(k: int, proposals: list[Proposal], validations: list[Validatio
             "truncated": share(p.finish == "length" for p in proposals),
             "valid": share(v.valid for v in validations),
             **{f"valid/{t}": share(v.valid for v in vs) for t, vs in vals.items()},
-            **{f"added/{t}": sum(x.type == t for x in new) for t in TASK_TYPES},
+            **{f"added/{t}": sum(x.type == t for x in new) for t in KINDS},
             "duplicates": skipped["duplicate"],
             "over_target": skipped["full"],
-            **{f"buffer/{t}": sizes[t] for t in TASK_TYPES},
+            **{f"buffer/{t}": sizes[t] for t in KINDS},
             "target": target,
             **{f"rejected/{r}": c for r, c in reasons.items()},
             "tokens": tokens,
@@ -349,4 +327,4 @@ def sync_seed_file(run: Run) -> None:
 
 
 def _seed_key(task_type: str, program: str, inputs: list[str]) -> tuple[str, str, tuple[str, ...]]:
-    return task_type, normalized(program), tuple(inputs) if task_type == "induction" else ()
+    return task_type, normalized(program), () if KINDS[task_type].proposes_program else tuple(inputs)

@@ -6,8 +6,9 @@ Two kinds of rollouts, in one generation call:
 - train: the solver's training batch, B tasks per type: this iteration's new tasks first, then
   uniform draws from the whole buffer (with ``solve.difficulty_band``, from the buffer tasks whose
   measured solve rate lies in the band, and those never measured).
-deduction answers are compared on the host by safe literal parsing; abduction and induction
-answers run in the sandbox.
+Each type's kind says what its solver is shown and how an answer is checked: deduction answers
+are compared on the host by safe literal parsing; abduction and induction answers run in the
+sandbox.
 """
 
 from __future__ import annotations
@@ -17,11 +18,10 @@ import time
 from typing import Any
 
 from stages.config.schema import Config
+from stages.method.kinds import KINDS
 from stages.method.levers import band_filter
-from stages.method.parsers import parse_solver
-from stages.method.prompts import Turn, solver_prompt, solver_turns
+from stages.method.prompts import Turn
 from stages.method.tasks import (
-    TASK_TYPES,
     derive_seed,
     learnability_rollout_id,
     share,
@@ -37,15 +37,11 @@ from stages.rundir.run import Run
 
 
 def task_turns(task: Task, demonstrations: bool = False) -> list[Turn]:
-    """What the solver sees: induction shows only the first n_shown pairs and the message."""
-    if task.type == "induction":
-        k = task.n_shown
-        shown: dict[str, Any] = {"inputs": task.inputs[:k], "outputs": task.outputs[:k], "message": task.message}
-    else:
-        shown = {"program": task.program, "inputs": task.inputs, "outputs": task.outputs}
-    if demonstrations:
-        return solver_turns(task.type, **shown)
-    return [("user", solver_prompt(task.type, **shown))]
+    """What the solver sees, as its kind shows it (induction: only the first n_shown pairs and the
+    message), after the kind's worked example with ``demonstrations``."""
+    kind = KINDS[task.type]
+    shown = kind.shown(task)
+    return kind.solver_turns(**shown) if demonstrations else [("user", kind.solver_prompt(**shown))]
 
 
 def solver_query(rollout_id: str, task: Task, purpose: str, demonstrations: bool = False) -> Query:
@@ -62,8 +58,8 @@ def build_queries(
         for t in new
         for j in range(cfg.solve.rollouts)
     ]
-    for typ in TASK_TYPES:
-        batch = solver_batch([t for t in new if t.type == typ], buffers[typ], cfg.run.batch_size, rng)
+    for typ in KINDS:
+        batch = solver_batch([t for t in new if t.type == typ], buffers.get(typ, []), cfg.run.batch_size, rng)
         queries += [solver_query(train_rollout_id(iteration, typ, k), t, "train", demos) for k, t in enumerate(batch)]
     return queries
 
@@ -94,24 +90,12 @@ def band_buffers(buffers: Buffers, rates: dict[str, float], band: tuple[float, f
     return out, counts
 
 
-def answer_item(task: Task, prediction: str) -> Any:
-    """The sandbox's description of one answer check."""
-    from sandbox.tasks import AbductionAnswer, DeductionAnswer, InductionAnswer
-
-    if task.type == "deduction":
-        return DeductionAnswer(gold_output=task.outputs[0], predicted=prediction)
-    if task.type == "abduction":
-        return AbductionAnswer(program=task.program, gold_output=task.outputs[0], proposed_input=prediction)
-    k = task.n_shown
-    return InductionAnswer(program=prediction, inputs=task.inputs[k:], outputs=task.outputs[k:])
-
-
 def judge_answers(queries: list[Query], predictions: list[str | None], sandbox: Any, cfg: Config) -> list[Any]:
     """One verdict per query (None where there is no prediction to check)."""
     from sandbox.tasks import check_answers
 
     where = [i for i, p in enumerate(predictions) if p is not None]
-    items = [answer_item(queries[i].task, predictions[i]) for i in where]  # type: ignore[arg-type]
+    items = [KINDS[queries[i].type].answer_check(queries[i].task, predictions[i]) for i in where]
     verdicts: list[Any] = [None] * len(queries)
     for i, v in zip(where, check_answers(sandbox, items, cfg.sandbox), strict=True):
         verdicts[i] = v
@@ -151,7 +135,7 @@ def summarize(rollouts: list[Rollout], gen: Any, check_s: float, extra: dict[str
         if rs:
             m[f"{purpose}/accuracy"] = share(r.correct for r in rs)
             m[f"{purpose}/format_ok"] = share(r.format_ok for r in rs)
-        for t in TASK_TYPES:
+        for t in KINDS:
             sub = [r for r in rs if r.type == t]
             if sub:
                 m[f"{purpose}/accuracy/{t}"] = share(r.correct for r in sub)
@@ -179,7 +163,7 @@ def run(run: Run, n: int, session: Any, *, force: bool = False, progress: Progre
     queries = build_queries(new, buffers, cfg, stage_rng(cfg.run.seed, n, "solve"), n)
     queries, fitted = fit_prompts(queries, cfg.solve.max_prompt_tokens, lambda q: prompt_tokens(policy, q))
     gen = generate(policy, queries, cfg.solve, derive_seed(cfg.run.seed, n, "solve", "gen"), progress)
-    parsed = [parse_solver(policy.answer_prefix + c.text, q.type, cfg.reward.strict)
+    parsed = [KINDS[q.type].parse_solver(policy.answer_prefix + c.text, cfg.reward.strict)
               for q, c in zip(queries, gen.completions, strict=True)]
     check_start = time.perf_counter()
     verdicts = judge_answers(queries, [p.prediction if p.format_ok else None for p in parsed], session.sandbox(), cfg)

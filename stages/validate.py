@@ -13,7 +13,8 @@ import time
 from typing import Any
 
 from stages.config.schema import Config
-from stages.method.tasks import TASK_TYPES, counts, share, task_id
+from stages.method.kinds import KINDS
+from stages.method.tasks import counts, share, task_id
 from stages.pipeline import Progress
 from stages.rundir.records import Proposal, StageSummary, Task, Validation
 from stages.rundir.run import Run
@@ -40,7 +41,7 @@ def to_validation(p: Proposal, verdict: Any | None, cfg: Config) -> Validation:
         inputs=list(p.inputs),
         outputs=list(verdict.outputs),
         message=p.message or "",
-        n_shown=cfg.propose.shown if p.type == "induction" else 0,
+        n_shown=KINDS[p.type].n_shown(cfg.propose.shown),
         iteration=p.iteration,
         proposal_id=p.proposal_id,
     )
@@ -48,7 +49,7 @@ def to_validation(p: Proposal, verdict: Any | None, cfg: Config) -> Validation:
 
 
 def summarize(validations: list[Validation]) -> StageSummary:
-    by_type = {t: [v for v in validations if v.type == t] for t in TASK_TYPES}
+    by_type = {t: [v for v in validations if v.type == t] for t in KINDS}
     reasons = counts(v.reason for v in validations if not v.valid)
     return StageSummary(
         count=len(validations),

@@ -119,7 +119,7 @@ def test_prompts_over_the_limit_are_shortened_or_left_out(tmp_path, tiny_model):
 
 
 def test_base_models_get_the_r1_template_with_think_prefilled(tiny_model):
-    from stages.method.parsers import parse_solver
+    from stages.method.kinds import parse_solver
     from stages.model.templates import resolve_format, wrap
 
     class Tok:

@@ -2,13 +2,11 @@
 
 import pytest
 
+from stages.method.kinds import format_verdict, parse_proposal, parse_solver
 from stages.method.parsers import (
     MAX_COMPLETION_CHARS,
     extract_answer,
     extract_blocks,
-    format_verdict,
-    parse_proposal,
-    parse_solver,
     select_program,
     strip_comments,
 )

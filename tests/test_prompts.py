@@ -2,8 +2,8 @@
 
 import pytest
 
-from stages.method.parsers import parse_proposal, parse_solver
-from stages.method.prompts import Ref, proposer_prompt, solver_prompt
+from stages.method.kinds import parse_proposal, parse_solver, proposer_prompt, solver_prompt
+from stages.method.prompts import Ref
 
 IDENTITY = Ref(program="def f(a):\n    return a", inputs=['"Hello world"'], outputs=['"Hello world"'])
 SORTER = Ref(program="def f(xs):\n    return sorted(xs)[::-1]", inputs=["[3, 1, 2]"], outputs=["[3, 2, 1]"])
@@ -126,8 +126,7 @@ def test_prompts_stay_short():
 
 
 def test_proposer_turns_show_references_as_earlier_answers():
-    from stages.method.parsers import parse_proposal
-    from stages.method.prompts import proposer_turns
+    from stages.method.kinds import parse_proposal, proposer_turns
 
     refs = [Ref(program="def f(a):\n    return a + 1", inputs=["1"], outputs=["2"]),
             Ref(program="def f(s):\n    return s[::-1]", inputs=["'ab'"], outputs=["'ba'"])]
@@ -139,8 +138,7 @@ def test_proposer_turns_show_references_as_earlier_answers():
 
 
 def test_induction_turns_demonstrate_with_a_buffer_task():
-    from stages.method.parsers import parse_proposal
-    from stages.method.prompts import proposer_turns
+    from stages.method.kinds import parse_proposal, proposer_turns
 
     demo = Ref(program="def f(a):\n    return a", inputs=["1", "2", "3", "4"], outputs=["1", "2", "3", "4"],
                message="same")
@@ -152,8 +150,7 @@ def test_induction_turns_demonstrate_with_a_buffer_task():
 
 
 def test_solver_turns_work_an_example_then_ask():
-    from stages.method.parsers import parse_solver
-    from stages.method.prompts import solver_turns
+    from stages.method.kinds import parse_solver, solver_turns
 
     for t in ("deduction", "abduction", "induction"):
         kw = ({"inputs": ["1"], "outputs": ["2"], "message": "m"} if t == "induction"

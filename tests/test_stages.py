@@ -42,7 +42,7 @@ def proposed(session):
 
 
 def _proposal(i, typ, text, program=None):
-    from stages.method.parsers import parse_proposal
+    from stages.method.kinds import parse_proposal
 
     parsed = parse_proposal(text, typ, n_inputs=4)
     return Proposal(proposal_id=f"000001-{typ[:3]}-{i:03d}", iteration=1, type=typ, prompt="p", completion=text,

@@ -25,7 +25,7 @@ from typing import Any
 from stages.errors import EvalError
 from stages.evaluation.scoring import score, stop_repetition, summarize
 from stages.evaluation.suites import SPECS, Item, load_items, template_probe
-from stages.method.prompts import solver_turns
+from stages.method.kinds import KINDS, solver_turns
 from stages.method.tasks import derive_seed, iteration_tag
 from stages.rundir.jsonl import read_json, write_json
 from stages.rundir.run import Run
@@ -34,7 +34,7 @@ from stages.rundir.run import Run
 def item_turns(item: Item, demonstrations: bool) -> list[tuple[str, str]]:
     """The item as the run's solver would be asked it: an output or input prediction shows the
     solver's worked example first when the run trains with ``solve.demonstrations``."""
-    if demonstrations and item.kind in ("deduction", "abduction"):
+    if demonstrations and item.kind in KINDS:
         return solver_turns(item.kind, program=item.program, inputs=[item.input], outputs=[item.output])
     return [("user", item.prompt)]
 

@@ -28,11 +28,13 @@ from __future__ import annotations
 import math
 import re
 import textwrap
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
 from stages.evaluation.suites import Item
-from stages.method.parsers import bare_answer, extract_answer, extract_blocks, format_verdict, parse_solver
+from stages.method.kinds import KINDS
+from stages.method.parsers import bare_answer, extract_answer, extract_blocks, judge, scan_answer
 from stages.method.tasks import share
 
 
@@ -40,9 +42,27 @@ def reference_completion(item: Item) -> str:
     """A known-correct answer in the asked layout (the harness self-check feeds these in)."""
     if item.kind == "math":
         return f"<think> known answer </think>\n<answer>\\boxed{{{item.output}}}</answer>"
-    block = {"codegen": ("python", item.solution), "deduction": ("output", item.output),
-             "abduction": ("input", item.input)}[item.kind]
+    if item.kind in KINDS:
+        kind = KINDS[item.kind]
+        block = (kind.solver_block, kind.gold_answer(item_task(item)))
+    else:
+        block = ("python", item.solution)
     return f"<think> known answer </think>\n<answer>\n```{block[0]}\n{block[1]}\n```\n</answer>"
+
+
+@dataclass(frozen=True)
+class ItemTask:
+    """An output- or input-prediction item as its task kind reads a task."""
+
+    program: str
+    inputs: list[str]
+    outputs: list[str]
+    message: str = ""
+    n_shown: int = 0
+
+
+def item_task(item: Item) -> ItemTask:
+    return ItemTask(program=item.program, inputs=[item.input], outputs=[item.output])
 
 
 def extract_code(text: str, entry_point: str) -> str | None:
@@ -118,7 +138,7 @@ def score(items: list[Item], texts: list[str], sandbox: Any, sandbox_cfg: Any,
     `strict=False` (a run with reward.format: blocks) reads the blocks without the tags. Math
     answers go to `checker` (a :class:`MathChecker`; one is started when None)."""
     from sandbox.result import Status
-    from sandbox.tasks import AbductionAnswer, DeductionAnswer, check_answers
+    from sandbox.tasks import check_answers
     from stages.evaluation.codebench import BASE_MARK, PASS_MARK
     from stages.evaluation.mathcheck import extract_math_answer, math_format_ok
 
@@ -134,8 +154,9 @@ def score(items: list[Item], texts: list[str], sandbox: Any, sandbox_cfg: Any,
                 maths.append((k, item.output, prediction))
         elif item.kind == "codegen":
             prediction = extract_code(text, item.entry_point)
-            verdict = format_verdict(text, "solver", "induction", strict=strict)  # the same layout: one python block
-            format_ok, format_error = verdict.ok, verdict.error
+            # the layout of the solver's program answers: one python block
+            format_error = judge(text, ("python",), scan_answer(text, strict), strict, bare_ok=True)
+            format_ok = format_error is None
             if "```python" in (format_error or "") and bare_answer(text, "python", item.entry_point) is not None:
                 # the program unfenced in <answer>, as the solver's induction answers may be (the
                 # training parser takes it when it defines `f`; here the entry point has the
@@ -144,13 +165,11 @@ def score(items: list[Item], texts: list[str], sandbox: Any, sandbox_cfg: Any,
             if prediction is not None:
                 programs.append((k, codegen_program(item, prediction)))
         else:
-            parsed = parse_solver(text, item.kind, strict)
+            kind = KINDS[item.kind]
+            parsed = kind.parse_solver(text, strict)
             prediction, format_ok, format_error = parsed.prediction, parsed.format_ok, parsed.format_error
             if prediction is not None:
-                answers.append((k, DeductionAnswer(gold_output=item.output, predicted=prediction)
-                                if item.kind == "deduction" else
-                                AbductionAnswer(program=item.program, gold_output=item.output,
-                                                proposed_input=prediction)))
+                answers.append((k, kind.answer_check(item_task(item), prediction)))
         results.append({
             "item_id": item.item_id, "kind": item.kind, "correct": False,
             "format_ok": format_ok, "format_error": format_error,

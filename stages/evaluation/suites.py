@@ -43,7 +43,7 @@ from typing import Any, Literal
 import orjson
 
 from stages.errors import EvalError
-from stages.method.prompts import solver_prompt
+from stages.method.kinds import solver_prompt
 
 Kind = Literal["codegen", "deduction", "abduction", "math"]
 IO_CANDIDATES = 3

@@ -23,6 +23,8 @@ from collections import defaultdict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from stages.method.kinds import kind_of
+
 CONTROL_MARKER = "RANDOM-REWARD CONTROL"
 """What a summary, the report and `azr status` show for a run with ``reward.control: random``."""
 
@@ -134,8 +136,8 @@ def literal_tokens(text: str) -> list[str]:
 
 def fingerprint(task_type: str, program: str | None, inputs: Sequence[str]) -> frozenset[tuple[str, ...]]:
     """What a proposal of ``task_type`` is compared on: its program (deduction, abduction), or,
-    for induction, whose program is the reference's, its inputs (each normalized)."""
-    if task_type == "induction":
+    for a kind whose program was given (induction), its inputs (each normalized)."""
+    if not kind_of(task_type).proposes_program:
         return ngrams([tok for x in inputs for tok in (*literal_tokens(x), ";")])
     return ngrams(code_tokens(program or ""))
 

@@ -1,8 +1,9 @@
 """Reading model completions: what the answer holds, and, separately, whether its format is right.
 
 Extraction (:func:`extract_answer`, :func:`extract_blocks`, :func:`select_program`) never judges;
-:func:`format_verdict` judges and says why in one line. :func:`parse_proposal` and
-:func:`parse_solver` do both for a stage's record. Everything runs in linear time with ``str.find``
+:func:`judge` judges and says why in one line. The task kinds (:mod:`stages.method.kinds`) say
+which blocks each role's answer holds, and their ``format_verdict``, ``parse_proposal`` and
+``parse_solver`` do both for a stage's record. Everything runs in linear time with ``str.find``
 / ``str.rfind`` and one pass over lines (the one regex, ``def f(`` at a line start, cannot
 backtrack), and only the last :data:`MAX_COMPLETION_CHARS` characters of a completion are ever
 looked at, so a 10 MB runaway generation costs the same as a normal one.
@@ -57,9 +58,8 @@ import io
 import re
 import textwrap
 import tokenize
+from collections.abc import Callable
 from dataclasses import dataclass, field
-
-from stages.method.tasks import ROLES, Role, TaskType, check_type
 
 MAX_COMPLETION_CHARS = 64 * 1024
 """Characters of a completion looked at (its tail); a longer completion is a format error."""
@@ -145,7 +145,7 @@ def bare_answer(text: str, kind: str = "output", entry: str = "f") -> str | None
 
 
 @dataclass
-class _Scan:
+class Scan:
     blocks: dict[str, list[str]] = field(default_factory=lambda: {k: [] for k in _BLOCK_KINDS})
     untagged: list[str] = field(default_factory=list)
     unclosed: set[str] = field(default_factory=set)  # tags of fences opened and never closed
@@ -169,8 +169,8 @@ def _kind(info: str) -> str | None:
     return tag if tag in _BLOCK_KINDS else None
 
 
-def _scan(answer: str) -> _Scan:
-    scan = _Scan()
+def _scan(answer: str) -> Scan:
+    scan = Scan()
     lines = _tail(answer).split("\n")
     i = 0
     while i < len(lines):
@@ -211,10 +211,10 @@ def extract_blocks(answer: str, kind: str) -> list[str]:
     if kind not in _BLOCK_KINDS:
         raise ValueError(f"unknown block kind {kind!r}: expected one of {', '.join(_BLOCK_KINDS)}")
     scan = _scan(answer)
-    return _blocks(scan, kind)
+    return blocks(scan, kind)
 
 
-def _blocks(scan: _Scan, kind: str) -> list[str]:
+def blocks(scan: Scan, kind: str) -> list[str]:
     if kind == "python" and not scan.blocks["python"]:
         return list(scan.untagged)
     return list(scan.blocks[kind])
@@ -245,27 +245,17 @@ def distinct_inputs(input_blocks: list[str]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Format verdict and parsing
+# Format verdict (generic: the task kind says which blocks a role's answer needs)
 # ---------------------------------------------------------------------------------------------
 
 
-def _needs(role: str, task_type: str) -> tuple[str, ...]:
-    """The block kinds an answer of (role, type) must hold."""
-    if role == "proposer":
-        return ("input", "message") if task_type == "induction" else ("python", "input")
-    return {"deduction": ("output",), "abduction": ("input",), "induction": ("python",)}[task_type]
+def judge(text: str, needs: tuple[str, ...], scan: Scan | None, strict: bool = True, bare_ok: bool = False,
+          block_problem: Callable[[str, list[str]], str | None] | None = None) -> str | None:
+    """The first format problem of ``text`` (already scanned into ``scan``), or None.
 
-
-def _check(role: str, task_type: str) -> None:
-    if role not in ROLES:
-        raise ValueError(f"unknown role {role!r}: expected one of {', '.join(ROLES)}")
-    check_type(task_type)
-
-
-def _judge(
-    text: str, role: str, task_type: str, n_inputs: int, scan: _Scan | None, strict: bool = True
-) -> str | None:
-    """The first format problem of ``text`` (already judged to hold ``scan``), or None."""
+    ``needs``: the block kinds the answer must hold; ``bare_ok``: a solver's answer may be the
+    value (or program) itself inside ``<answer>``; ``block_problem(kind, blocks)``: what is wrong
+    with the present blocks of one kind (default: an empty program or an empty last block)."""
     if len(text) > MAX_COMPLETION_CHARS:
         return f"completion is {len(text):,} characters, over the {MAX_COMPLETION_CHARS:,} cap"
     span = _answer_span(text)
@@ -279,78 +269,34 @@ def _judge(
     region = text[span[0] + len(_OPEN_ANSWER) : span[1]] if span is not None else _tail(text)
     if scan is None or not region.strip():
         return "the answer is empty"
-    for kind in _needs(role, task_type):
-        blocks = _blocks(scan, kind)
-        if not blocks and role == "solver" and bare_answer(text, kind) is not None:
+    for kind in needs:
+        found = blocks(scan, kind)
+        if not found and bare_ok and bare_answer(text, kind) is not None:
             continue  # the value (or program) itself inside <answer> </answer>
-        if not blocks:
+        if not found:
             if kind in scan.unclosed or (kind == "python" and "untagged" in scan.unclosed):
                 return f"the ```{kind} fence is never closed"
             return f"no ```{kind} block in the answer"
-        if kind == "input" and role == "proposer" and task_type == "induction":
-            got = len(distinct_inputs(blocks))
-            if got < n_inputs:
-                return f"{got} distinct non-empty ```input blocks, {n_inputs} needed"
-        elif kind == "python" and not select_program(blocks):
-            return "the ```python block is empty"
-        elif kind != "python" and not blocks[-1]:
-            return f"the last ```{kind} block is empty"
+        problem = block_problem(kind, found) if block_problem is not None else empty_block(kind, found)
+        if problem is not None:
+            return problem
     return None
 
 
-def _scan_answer(text: str, strict: bool = True) -> _Scan | None:
+def empty_block(kind: str, found: list[str]) -> str | None:
+    """The default rule on present blocks: a program must be there, the last block non-empty."""
+    if kind == "python":
+        return None if select_program(found) else "the ```python block is empty"
+    return None if found[-1] else f"the last ```{kind} block is empty"
+
+
+def scan_answer(text: str, strict: bool = True) -> Scan | None:
+    """The blocks of the answer region (the last ``<answer>``; without ``strict``, the whole tail
+    when there is no tag), or None when there is no answer."""
     answer = extract_answer(text)
     if answer is None and not strict:
         answer = _tail(text)
     return _scan(answer) if answer is not None else None
-
-
-def format_verdict(
-    text: str, role: Role, task_type: TaskType, n_inputs: int = 10, strict: bool = True
-) -> FormatVerdict:
-    """Judge a completion's format for (role, task type); ``n_inputs`` is the induction N."""
-    _check(role, task_type)
-    error = _judge(text, role, task_type, n_inputs, _scan_answer(text, strict), strict)
-    return FormatVerdict(ok=error is None, error=error)
-
-
-def parse_proposal(
-    text: str, task_type: TaskType, n_inputs: int = 10, strict: bool = True
-) -> ParsedProposal:
-    """Program, input(s) and message of a proposer completion, with its format verdict.
-
-    deduction/abduction: ``inputs`` holds the last input block (if any). induction: the first
-    ``n_inputs`` distinct input blocks; ``program`` is None (the program was given).
-    """
-    _check("proposer", task_type)
-    scan = _scan_answer(text, strict)
-    error = _judge(text, "proposer", task_type, n_inputs, scan, strict)
-    program = message = None
-    inputs: list[str] = []
-    if scan is not None:
-        if task_type == "induction":
-            inputs = distinct_inputs(_blocks(scan, "input"))[:n_inputs]
-            message = next(iter(reversed(_blocks(scan, "message"))), None)
-        else:
-            program = select_program(_blocks(scan, "python"))
-            inputs = _blocks(scan, "input")[-1:]
-    return ParsedProposal(program, inputs, message, format_ok=error is None, format_error=error)
-
-
-def parse_solver(text: str, task_type: TaskType, strict: bool = True) -> ParsedAnswer:
-    """The solver's prediction: the output literal (deduction), the input (abduction) or the
-    program (induction), as text, with its format verdict."""
-    _check("solver", task_type)
-    scan = _scan_answer(text, strict)
-    error = _judge(text, "solver", task_type, 0, scan, strict)
-    prediction = None
-    if scan is not None:
-        if task_type == "induction":
-            prediction = select_program(_blocks(scan, "python")) or bare_answer(text, "python")
-        else:
-            kind = "output" if task_type == "deduction" else "input"
-            prediction = next(iter(reversed(_blocks(scan, kind))), None) or bare_answer(text)
-    return ParsedAnswer(prediction, format_ok=error is None, format_error=error)
 
 
 # ---------------------------------------------------------------------------------------------

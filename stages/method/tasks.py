@@ -1,8 +1,10 @@
-"""The kinds of task and role, the ids every record carries, seeds, and small pure summaries.
+"""The ids every record carries, the type and role fields records validate, seeds, and small
+pure summaries.
 
-Declared once here: the three task types (the paper's deduction, abduction and induction) and the
-two roles (proposer, solver). Every id is built by a function of this module, so that no other
-module knows an id's layout (and none slices one).
+The task types are the registry's (:mod:`stages.method.kinds`: the paper's deduction, abduction
+and induction, plus any kind registered later); the roles are proposer and solver. Every id is
+built by a function of this module, so that no other module knows an id's layout (and none slices
+one).
 """
 
 from __future__ import annotations
@@ -11,19 +13,29 @@ import hashlib
 import random
 from collections import Counter
 from collections.abc import Iterable
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
-TaskType = Literal["deduction", "abduction", "induction"]
-TASK_TYPES: tuple[TaskType, ...] = get_args(TaskType)
-Role = Literal["proposer", "solver"]
-ROLES: tuple[Role, ...] = get_args(Role)
+from pydantic import AfterValidator
+
+from stages.method.kinds import KINDS, kind_of
+from stages.method.kinds.base import ROLES as ROLES  # re-exported: records and stages read the roles here
+from stages.method.kinds.base import Role as Role
+
+TASK_TYPES = KINDS.keys()
+"""The registered task types, in order: a live view of the registry (a kind registered later
+shows up in every loop over it)."""
+
+
+def check_type(task_type: str) -> str:
+    """``task_type`` when it is a registered kind's name, else a ValueError naming the known ones."""
+    return kind_of(task_type).name
+
+
+TaskType = Annotated[str, AfterValidator(check_type)]
+"""A record's ``type``: the name of a registered kind."""
+
 Purpose = Literal["learnability", "train"]
 """Why a solver rollout exists: to estimate a new task's solve rate, or to train the solver."""
-
-
-def check_type(task_type: str) -> None:
-    if task_type not in TASK_TYPES:
-        raise ValueError(f"unknown task type {task_type!r}: expected one of {', '.join(TASK_TYPES)}")
 
 
 # ----------------------------------------------------------------------------- ids
@@ -35,7 +47,7 @@ def iteration_tag(n: int) -> str:
 
 
 def _short(task_type: str) -> str:
-    return task_type[:3]
+    return kind_of(task_type).short
 
 
 def proposal_id(iteration: int, task_type: str, k: int) -> str:

@@ -14,12 +14,13 @@ import random
 from collections.abc import Sequence
 
 from stages.errors import RunError
-from stages.method.tasks import TASK_TYPES, TaskType
+from stages.method.kinds import KINDS
 from stages.rundir.jsonl import read_jsonl
 from stages.rundir.records import Task
 from stages.rundir.run import Run
 
-Buffers = dict[TaskType, list[Task]]
+Buffers = dict[str, list[Task]]
+"""Task type -> its tasks, one entry per registered kind."""
 
 
 SEED_BASE = "base.jsonl"
@@ -53,7 +54,7 @@ def load_buffers(run: Run, upto: int) -> Buffers:
 
 
 def group_by_type(tasks: Sequence[Task]) -> Buffers:
-    out: Buffers = {t: [] for t in TASK_TYPES}
+    out: Buffers = {t: [] for t in KINDS}
     for task in tasks:
         out[task.type].append(task)
     return out
@@ -71,13 +72,6 @@ def cap_buffers(buffers: Buffers, cap: int) -> Buffers:
         keep = max(cap - len(seeds), 0)
         out[t] = seeds + (rest[-keep:] if keep else [])
     return out
-
-
-def sample_references(pool: Sequence[Task], k: int, rng: random.Random) -> list[Task]:
-    """K references drawn uniformly without replacement (all of them when fewer than K)."""
-    if len(pool) <= k:
-        return list(pool)
-    return rng.sample(list(pool), k)
 
 
 def solver_batch(new: Sequence[Task], pool: Sequence[Task], size: int, rng: random.Random) -> list[Task]:
