@@ -56,8 +56,8 @@ def cpu_bench(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from stages.config.layers import load_config
+    from stages.model.engines.vllm import _ENGINES, close_all
     from stages.model.policy import load_policy
-    from stages.model.vllm_engine import _ENGINES, close_all
 
     cfg = load_config(REPO / "configs" / "smollm2-cpu.yaml")
     policy = load_policy(cfg.model, trainable=False, vllm=cfg.vllm)
@@ -99,8 +99,8 @@ def gpu_bench(args: argparse.Namespace) -> dict[str, Any]:
 
     from bench.gpu_iteration import build_model_folder
     from stages.config.schema import ModelSection, VLLMSection
+    from stages.model.engines.vllm import close_all
     from stages.model.policy import load_policy
-    from stages.model.vllm_engine import close_all
 
     folder = build_model_folder(args.shape, Path(args.workdir or "/tmp/azr-gen-bench") / args.shape)
     out: dict[str, Any] = {"device": torch.cuda.get_device_name(0), "shape": args.shape, "new_tokens": args.new,

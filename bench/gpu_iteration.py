@@ -211,7 +211,7 @@ def generation_side_by_side(policy: Any, args: argparse.Namespace) -> dict[str, 
 
     import torch
 
-    from stages.model import generation as model_mod
+    from stages.model.engines import hf as model_mod
 
     vocab = len(policy.tokenizer)
     g = random.Random(1)

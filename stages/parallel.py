@@ -5,10 +5,12 @@ Rank 0 drives: it runs the command exactly as a single process would, and it alo
 directory (the run lock, the stage folders, checkpoints, metrics) and runs the sandbox. Every other
 rank *serves*: it opens the same run read-only and waits for rank 0's requests, of two kinds:
 
-- **generate**: the prompts of one call, with their per-request seeds. Prompt ``i`` goes to rank
-  ``i mod K``; each rank completes its share with the policy of the same iteration, and rank 0
-  gathers the completions back into input order. A request's completion depends on its prompt and
-  seed only (:func:`~stages.model.generation.request_seed`), so the records do not depend on K.
+- **generate**: the requests of one call (prompts encoded, per-request seeds). Rank 0's policy
+  hands its calls to :class:`Sharded`, which wraps the policy's engine: request ``i`` goes to rank
+  ``i mod K``; each rank completes its share with its own engine and the policy of the same
+  iteration (:func:`share_of`), and rank 0 gathers the completions back into input order. A
+  request's completion depends on its prompt and seed only
+  (:func:`~stages.model.generation.request_seed`), so the records do not depend on K.
 - **update**: the iteration's update. Every rank reads the iteration's samples from the run
   directory, builds the same micro-batches and advantages, and backpropagates its share of the
   micro-batches (``j mod K``); the gradients are summed across ranks (all-reduce) before clipping,
@@ -32,6 +34,9 @@ import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+from stages.model.engines.base import Engine, Progress, Requests
+from stages.model.generation import Completion
 
 _GROUP: Any = None
 """The gloo group requests travel on (None until :func:`init`)."""
@@ -137,18 +142,26 @@ def detach() -> None:
         _ATTACHED = None
 
 
-def generate(policy: Any, prompts: list[str], seeds: list[int], options: dict[str, Any]) -> Any:
-    """Rank 0's side of one generation call: every rank completes its share of the prompts."""
-    import time
+class Sharded(Engine):
+    """Rank 0's engine under several ranks: an engine on every rank, each on its share of a call.
+    It sends the call to the serving ranks (which answer with :func:`share_of`), completes its own
+    share with ``inner`` (this rank's engine), and gathers the completions back into input order."""
 
-    from stages.model.generation import GenerationResult
+    def __init__(self, inner: Engine) -> None:
+        self.inner = inner
+        self.uses_live_weights = inner.uses_live_weights
 
-    start = time.perf_counter()
-    _send(("generate", policy.iteration, prompts, seeds, options))
-    mine = share_of(policy, prompts, seeds, options)
-    shares = gather(mine)
-    assert shares is not None
-    return GenerationResult(merge(shares, len(prompts)), time.perf_counter() - start)
+    def generate(self, policy: Any, requests: Requests, progress: Progress | None = None) -> list[Completion]:
+        _send(("generate", policy.iteration, requests.prompt_ids, requests.seeds, requests.options()))
+        shares = gather(_complete_share(policy, self.inner, requests))
+        assert shares is not None
+        out = merge(shares, len(requests))
+        if progress is not None:
+            progress(len(requests), len(requests))
+        return out
+
+    def pause(self) -> None:
+        self.inner.pause()
 
 
 def announce_update(n: int) -> None:
@@ -190,15 +203,19 @@ def leave() -> None:
 # ------------------------------------------------------------------------------------ every rank
 
 
-def share_of(policy: Any, prompts: list[str], seeds: list[int], options: dict[str, Any]) -> list[Any]:
+def share_of(policy: Any, prompt_ids: list[list[int]], seeds: list[int], options: dict[str, Any]) -> list[Any]:
+    """A serving rank's completions of one call from rank 0 (:class:`Sharded`): its share, by
+    its policy's engine."""
+    return _complete_share(policy, policy.engine_impl, Requests.with_options(prompt_ids, seeds, options))
+
+
+def _complete_share(policy: Any, engine: Engine, requests: Requests) -> list[Any]:
     """This rank's completions of one call; every rank calls it (sharded weights are gathered)."""
-    mine = shard(len(prompts))
+    mine = shard(len(requests))
     with policy.full_weights():
         if not mine:
             return []
-        out = policy.generate([prompts[i] for i in mine], seeds=[seeds[i] for i in mine], distributed=False,
-                              **options)
-    return out.completions
+        return engine.generate(policy, requests.select(mine))
 
 
 class GradientSum:

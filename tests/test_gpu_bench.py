@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.model.generation import BATCH_BUCKETS, bucket_batch, bucket_length, bucketed_rows
+from stages.model.engines.hf import BATCH_BUCKETS, bucket_batch, bucket_length, bucketed_rows
 
 REPO = Path(__file__).resolve().parents[1]
 GPU_CONFIGS = sorted(p for p in (REPO / "configs").glob("qwen2.5-coder-*.yaml") if not p.stem.endswith("-cpu"))
@@ -55,7 +55,8 @@ def test_static_path_matches_eager_on_cpu(tiny_model):
     import torch
 
     from stages.config.schema import ModelSection
-    from stages.model.generation import as_list, generate_batch
+    from stages.model.engines.hf import generate_batch
+    from stages.model.generation import as_list
     from stages.model.policy import load_policy
 
     policy = load_policy(ModelSection(name="builtin:tiny", lora_rank=4, lora_alpha=8), trainable=False)

@@ -15,7 +15,8 @@ import pytest
 
 from stages.errors import ModelError
 from stages.model import builtins as builtin_models
-from stages.model.generation import PerRequestSampler, request_seed
+from stages.model.engines.hf import PerRequestSampler
+from stages.model.generation import request_seed
 from stages.model.names import resolve_model
 from stages.model.policy import load_policy
 
@@ -260,7 +261,7 @@ def test_eos_ends_a_row_and_is_kept_without_padding(policy):
     import torch
     from transformers import GenerationConfig
 
-    from stages.model.generation import generate_batch
+    from stages.model.engines.hf import generate_batch
 
     ids = policy.encode("def add(a, b):")
     greedy = generate(policy, ["def add(a, b):"], temperature=0, max_new_tokens=8).completions[0].token_ids
@@ -423,6 +424,33 @@ def test_completions_do_not_depend_on_the_batch_they_share(tiny_model):
     assert again == runs[0][2]
 
 
+def test_an_engine_added_to_the_registry_is_picked_by_model_engine(tiny_model, monkeypatch):
+    """Adding a rollout engine is one class and one registry line: `model.engine: <name>` then
+    validates and generates with it. This one hands the HF engine the requests in reverse order:
+    a request's completion depends on its prompt and seed alone, so the completions are the same."""
+    from pydantic import ValidationError
+
+    from stages.model.engines import ENGINES
+    from stages.model.engines.hf import HFEngine
+
+    with pytest.raises(ValidationError, match="Input should be 'hf' or 'vllm'"):
+        model_cfg(engine="reversed")
+    calls = []
+
+    class Reversed(HFEngine):
+        def generate(self, policy, requests, progress=None):
+            calls.append(len(requests))
+            back = list(reversed(range(len(requests))))
+            return [super(Reversed, self).generate(policy, requests.select(back))[j] for j in back]
+
+    monkeypatch.setitem(ENGINES, "reversed", Reversed)
+    policy = load_policy(model_cfg(engine="reversed"), trainable=False)
+    got = [c.token_ids for c in generate(policy, seed=3).completions]
+    assert calls == [len(PROMPTS)] and isinstance(policy.engine_impl, Reversed)
+    policy.engine = "hf"
+    assert got == [c.token_ids for c in generate(policy, seed=3).completions] and calls == [len(PROMPTS)]
+
+
 def test_per_request_sampling_follows_the_tempered_softmax():
     """The Gumbel-max sampler draws token k with probability softmax(logits / T)_k (and never
     outside the top-p nucleus)."""
@@ -494,8 +522,7 @@ def test_auto_bf16_follows_the_cpu():
 def test_qwen_coder_converts_once_and_reasons_in_the_asked_layout():
     """The embedded default, greedy, on a deduction task with the solver's prompt: it thinks, then
     answers in <answer>, and the parser reads the right value."""
-    from stages.method.parsers import parse_solver
-    from stages.method.prompts import solver_prompt
+    from stages.method.kinds import parse_solver, solver_prompt
 
     policy = load_policy(model_cfg(name="builtin:qwen2.5-coder-0.5b"), trainable=False)
     assert policy.uses_chat_template

@@ -295,7 +295,7 @@ def test_each_rank_runs_its_own_vllm_engine_and_the_records_are_one_ranks(tmp_pa
 def test_a_ranks_vllm_engine_starts_on_the_ranks_card_alone(monkeypatch):
     """Under several GPU ranks the engine core (a spawned process) starts seeing one card, that of
     LOCAL_RANK among those visible, as a world of one; the rank's own environment comes back."""
-    from stages.model.vllm_engine import _this_ranks_card
+    from stages.model.engines.vllm import _this_ranks_card
 
     monkeypatch.setattr(parallel, "active", lambda: True)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6")

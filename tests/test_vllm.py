@@ -102,7 +102,7 @@ def test_full_weights_are_reloaded_in_place(tiny_model, tmp_path):
 @pytest.mark.slow
 def test_a_lora_request_serves_the_same_adapter(pair, tmp_path):
     """vllm.lora=request (the GPU path) on the CPU: slower, the same tokens."""
-    from stages.model.vllm_engine import close_all
+    from stages.model.engines.vllm import close_all
 
     pair.save(tmp_path / "ckpt")
     want = greedy(as_engine(pair, "hf"))

