@@ -12,7 +12,7 @@ from azr_cli import config_cmds, eval_cmds, loop_cmds, report_cmds, run_cmds, sa
 from sandbox.errors import SandboxUnavailable
 from stages import parallel
 from stages.errors import AzrError
-from stages.pipeline import STAGES
+from stages.rundir.layout import STAGE_HELP
 
 app = typer.Typer(
     name="azr",
@@ -24,8 +24,8 @@ app = typer.Typer(
 )
 app.command("seed")(run_cmds.seed)
 app.command("status")(run_cmds.status)
-for _stage in STAGES.values():
-    app.command(_stage.name)(stage_cmds.stage_command(_stage.name, _stage.help))
+for _stage, _help in STAGE_HELP.items():
+    app.command(_stage)(stage_cmds.stage_command(_stage, _help))
 app.command("loop")(loop_cmds.loop)
 app.command("export")(stage_cmds.export)
 app.command("eval")(eval_cmds.eval_cmd)

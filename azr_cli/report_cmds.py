@@ -13,7 +13,7 @@ from azr_cli import display
 from azr_cli.errors import UserError
 from azr_cli.options import JsonOpt, RunOpt
 from stages.method.kinds import KINDS
-from stages.pipeline import STAGE_NAMES, STAGES
+from stages.rundir.layout import PROPOSALS, STAGE_NAMES, STAGE_RECORDS, VALIDATIONS
 
 StageName = StrEnum("StageName", {name: name for name in ("seed", *STAGE_NAMES)})
 """The stages of an iteration, and ``seed``: the seeding phase's rounds."""
@@ -94,7 +94,7 @@ def inspect(
     if round_ is not None:
         raise UserError("--round applies only to --stage seed")
     n = pick_iteration(r, name, iter_)
-    if not STAGES[name].records:
+    if not STAGE_RECORDS[name]:
         summary = r.summary(n, name)
         if json_:
             display.print_json(summary.model_dump(mode="json"))
@@ -121,7 +121,6 @@ def inspect(
 
 def inspect_seed(run: Any, round_: int | None, type_: Any, limit: int, json_: bool) -> None:
     """The seeding phase's proposals joined with their verdicts, round by round."""
-    from stages.rundir.records import Proposal, Validation
 
     done = run.seed_rounds()
     if not done:
@@ -133,8 +132,8 @@ def inspect_seed(run: Any, round_: int | None, type_: Any, limit: int, json_: bo
     ks = [round_] if round_ is not None else list(range(1, done + 1))
     rows: list[tuple[int, Any, Any]] = []
     for k in ks:
-        proposals = {p.proposal_id: p for p in run.read_round(k, "proposals.jsonl", Proposal)}
-        rows += [(k, proposals.get(v.proposal_id), v) for v in run.read_round(k, "validations.jsonl", Validation)]
+        proposals = {p.proposal_id: p for p in run.round_records(k, PROPOSALS)}
+        rows += [(k, proposals.get(v.proposal_id), v) for v in run.round_records(k, VALIDATIONS)]
     total = len(rows)
     if type_ is not None:
         rows = [x for x in rows if x[2].type == type_.value]
@@ -175,17 +174,14 @@ def pick_iteration(run: Any, stage: str, requested: int | None) -> int:
 
 def load_records(run: Any, n: int, stage: str) -> list[Any]:
     """The stage's main record file (the first it writes, in the stage table)."""
-    filename, model = next(iter(STAGES[stage].records.items()))
-    return run.read(n, stage, filename, model)
+    return run.records(n, STAGE_RECORDS[stage][0])
 
 
 def _proposals_for(run: Any, n: int, stage: str) -> dict[str, Any]:
     """validate rows show the proposal they judge (joined by id)."""
-    from stages.rundir.records import Proposal
-
     if stage != "validate" or not run.is_done(n, "propose"):
         return {}
-    return {p.proposal_id: p for p in run.read(n, "propose", "proposals.jsonl", Proposal)}
+    return {p.proposal_id: p for p in run.records(n, PROPOSALS)}
 
 
 # ----------------------------------------------------------------------------- table

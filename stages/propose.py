@@ -17,11 +17,13 @@ from stages.config.schema import Config
 from stages.method.kinds import KINDS
 from stages.method.prompts import Ref
 from stages.method.tasks import derive_seed, proposal_id, share, stage_rng
+from stages.model.engines.base import Progress
 from stages.model.turns import Query, completion_fields, generate, prompt_tokens
-from stages.pipeline import Progress
 from stages.rundir.buffers import Buffers, load_buffers
+from stages.rundir.layout import PROPOSALS
 from stages.rundir.records import Proposal, StageSummary, Task
 from stages.rundir.run import Run
+from stages.session import Session
 
 
 def _ref(task: Task) -> Ref:
@@ -113,7 +115,7 @@ def summarize(records: list[Proposal], gen: Any, fitted: dict[str, int] | None =
     )
 
 
-def run(run: Run, n: int, session: Any, *, force: bool = False, progress: Progress | None = None) -> StageSummary:
+def run(run: Run, n: int, session: Session, *, force: bool = False, progress: Progress | None = None) -> StageSummary:
     """Write iters/N/propose/: proposals.jsonl + summary.json. Returns the summary."""
     cfg = run.config
     policy = session.policy_for(n)  # loaded (or kept from the last stage) before the stage's clock starts
@@ -124,4 +126,4 @@ def run(run: Run, n: int, session: Any, *, force: bool = False, progress: Progre
     records = [to_record(q, n, c, cfg.propose.induction_inputs, cfg.reward.strict, policy.answer_prefix)
                for q, c in zip(queries, gen.completions, strict=True)]
     summary = summarize(records, gen, fitted, policy.prompt_format)
-    return run.write_stage(n, "propose", {"proposals.jsonl": records}, summary, force=force, started=started)
+    return run.write_stage(n, PROPOSALS.stage, {PROPOSALS.name: records}, summary, force=force, started=started)

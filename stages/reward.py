@@ -22,9 +22,11 @@ from stages.config.schema import Config, RewardSection
 from stages.method.levers import fingerprint, length_penalty, max_similarity, random_control, run_markers
 from stages.method.rewards import proposer_reward, solver_reward, trr_advantages
 from stages.method.tasks import ROLES, TASK_TYPES, derive_seed, share
-from stages.pipeline import Progress
+from stages.model.engines.base import Progress
+from stages.rundir.layout import PROPOSALS, ROLLOUTS, SAMPLES, VALIDATIONS
 from stages.rundir.records import Proposal, Rollout, Sample, StageSummary, Task, Validation
 from stages.rundir.run import Run
+from stages.session import Session
 
 
 @dataclass(frozen=True)
@@ -185,19 +187,19 @@ def summarize(samples: list[Sample], markers: list[str] | None = None) -> StageS
     return StageSummary(count=len(samples), metrics=m)
 
 
-def run(run: Run, n: int, session: Any = None, *, force: bool = False,
+def run(run: Run, n: int, session: Session | None = None, *, force: bool = False,
         progress: Progress | None = None) -> StageSummary:
     """Write iters/N/reward/: samples.jsonl (reward + advantage per sample) + summary.json."""
     started = time.perf_counter()
     cfg = run.config
-    proposals = run.read(n, "propose", "proposals.jsonl", Proposal)
-    validations = run.read(n, "validate", "validations.jsonl", Validation)
+    proposals = run.records(n, PROPOSALS)
+    validations = run.records(n, VALIDATIONS)
     similarity = None
     if cfg.reward.diversity_penalty > 0:
         from stages.rundir.buffers import load_buffers
 
         similarity = proposal_similarities(proposals, validations, load_buffers(run, n - 1))
-    samples = score(proposals, validations, run.read(n, "solve", "rollouts.jsonl", Rollout), cfg.reward,
+    samples = score(proposals, validations, run.records(n, ROLLOUTS), cfg.reward,
                     levers_for(cfg, n, similarity))
     summary = summarize(samples, run_markers(cfg.reward.control))
-    return run.write_stage(n, "reward", {"samples.jsonl": samples}, summary, force=force, started=started)
+    return run.write_stage(n, SAMPLES.stage, {SAMPLES.name: samples}, summary, force=force, started=started)

@@ -38,6 +38,7 @@ from stages.method.kinds import KINDS
 from stages.method.tasks import counts, seed_task_id, share
 from stages.rundir.buffers import SEED_BASE, seed_buffer
 from stages.rundir.jsonl import read_jsonl, write_jsonl
+from stages.rundir.layout import ROUND_RECORDS
 from stages.rundir.manifest import create_run
 from stages.rundir.records import Proposal, StageSummary, Task, Validation
 from stages.rundir.run import Run
@@ -240,7 +241,7 @@ def seed_round(run: Run, k: int, tasks: list[Task], short: list[str], target: in
     validations = validate_proposals(proposals, sandbox, cfg)
     new, skipped = admit(tasks, validations, target)
     summary = round_summary(k, proposals, validations, new, skipped, tasks, target, gen_s)
-    files = {"proposals.jsonl": proposals, "validations.jsonl": validations, "tasks.jsonl": new}
+    files = dict(zip((f.name for f in ROUND_RECORDS), (proposals, validations, new), strict=True))
     summary = run.write_round(k, files, summary, started=started)
     sync_seed_file(run)
     return summary

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stages import parallel
 from stages.errors import ModelError, RunError
 from stages.rundir.run import Run
+
+if TYPE_CHECKING:
+    from sandbox.pool import Sandbox
+    from stages.model.policy import Policy
+    from stages.training.algorithms import Algorithm
 
 
 def damaged(ckpt: Path, e: BaseException, name: str | None = None) -> RunError:
@@ -31,15 +36,15 @@ def damaged(ckpt: Path, e: BaseException, name: str | None = None) -> RunError:
 class Session:
     def __init__(self, run: Run):
         self.run = run
-        self.policy: Any = None
+        self.policy: Policy | None = None
         self.policy_iter: int | None = None
         self.optimizer: Any = None
         self.algorithm: Any = None
-        self._sandbox: Any = None
+        self._sandbox: Sandbox | None = None
         self._stack = contextlib.ExitStack()
 
     # ---- the sandbox
-    def sandbox(self) -> Any:
+    def sandbox(self) -> Sandbox:
         if self._sandbox is None:
             from sandbox.pool import open_sandbox
 
@@ -59,7 +64,7 @@ class Session:
             )
         return ckpt
 
-    def policy_for(self, n: int) -> Any:
+    def policy_for(self, n: int) -> Policy:
         if self.policy is not None and self.policy_iter == n:
             return self.policy
         import torch
@@ -85,7 +90,7 @@ class Session:
         parallel.attach(self.run)
         return self.policy
 
-    def trainer_for(self, n: int) -> tuple[Any, Any, Any]:
+    def trainer_for(self, n: int) -> tuple[Policy, Any, Algorithm]:
         """(policy, optimizer, algorithm) of iteration n, their state restored from n−1."""
         policy = self.policy_for(n)
         if self.optimizer is None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stages.config.schema import Config
 from stages.method.kinds import KINDS
@@ -29,11 +29,17 @@ from stages.method.tasks import (
     task_id,
     train_rollout_id,
 )
+from stages.model.engines.base import Progress
 from stages.model.turns import Query, completion_fields, generate, prompt_tokens
-from stages.pipeline import Progress
 from stages.rundir.buffers import Buffers, load_buffers, solver_batch
-from stages.rundir.records import Rollout, Sample, StageSummary, Task
+from stages.rundir.layout import ROLLOUTS, SAMPLES, TASKS
+from stages.rundir.records import Rollout, StageSummary, Task
 from stages.rundir.run import Run
+from stages.session import Session
+
+if TYPE_CHECKING:
+    from sandbox.pool import Sandbox
+    from sandbox.tasks import AnswerCheck
 
 
 def task_turns(task: Task, demonstrations: bool = False) -> list[Turn]:
@@ -71,7 +77,7 @@ def measured_rates(run: Run, n: int) -> dict[str, float]:
     out: dict[str, float] = {}
     for k in range(1, n):
         if run.is_done(k, "reward"):
-            for s in run.read(k, "reward", "samples.jsonl", Sample):
+            for s in run.records(k, SAMPLES):
                 if s.role == "proposer" and s.solve_rate is not None:
                     out[task_id(s.sample_id)] = s.solve_rate
     return out
@@ -90,13 +96,14 @@ def band_buffers(buffers: Buffers, rates: dict[str, float], band: tuple[float, f
     return out, counts
 
 
-def judge_answers(queries: list[Query], predictions: list[str | None], sandbox: Any, cfg: Config) -> list[Any]:
+def judge_answers(queries: list[Query], predictions: list[str | None], sandbox: Sandbox, cfg: Config
+                  ) -> list[AnswerCheck | None]:
     """One verdict per query (None where there is no prediction to check)."""
     from sandbox.tasks import check_answers
 
     where = [i for i, p in enumerate(predictions) if p is not None]
     items = [KINDS[queries[i].type].answer_check(queries[i].task, predictions[i]) for i in where]
-    verdicts: list[Any] = [None] * len(queries)
+    verdicts: list[AnswerCheck | None] = [None] * len(queries)
     for i, v in zip(where, check_answers(sandbox, items, cfg.sandbox), strict=True):
         verdicts[i] = v
     return verdicts
@@ -151,12 +158,12 @@ def summarize(rollouts: list[Rollout], gen: Any, check_s: float, extra: dict[str
     return StageSummary(count=len(rollouts), metrics=m)
 
 
-def run(run: Run, n: int, session: Any, *, force: bool = False, progress: Progress | None = None) -> StageSummary:
+def run(run: Run, n: int, session: Session, *, force: bool = False, progress: Progress | None = None) -> StageSummary:
     """Write iters/N/solve/: rollouts.jsonl + summary.json."""
     cfg = run.config
     policy = session.policy_for(n)  # loaded (or kept from the last stage) before the stage's clock starts
     started = time.perf_counter()
-    new = run.read(n, "validate", "tasks.jsonl", Task)
+    new = run.records(n, TASKS)
     buffers, banded = load_buffers(run, n), {}
     if cfg.solve.difficulty_band is not None:
         buffers, banded = band_buffers(buffers, measured_rates(run, n), cfg.solve.difficulty_band)
@@ -170,4 +177,4 @@ def run(run: Run, n: int, session: Any, *, force: bool = False, progress: Progre
     check_s = time.perf_counter() - check_start
     rollouts = [to_rollout(*x) for x in zip(queries, gen.completions, parsed, verdicts, strict=True)]
     summary = summarize(rollouts, gen, check_s, {**fitted, **banded, "prompt_format": policy.prompt_format})
-    return run.write_stage(n, "solve", {"rollouts.jsonl": rollouts}, summary, force=force, started=started)
+    return run.write_stage(n, ROLLOUTS.stage, {ROLLOUTS.name: rollouts}, summary, force=force, started=started)

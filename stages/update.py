@@ -15,10 +15,11 @@ from typing import Any
 
 from stages.errors import RunError
 from stages.method.tasks import derive_seed
-from stages.pipeline import Progress
+from stages.model.engines.base import Progress
 from stages.rundir.atomic import atomic_folder, remove_stale
 from stages.rundir.jsonl import write_json
-from stages.rundir.records import Proposal, Rollout, Sample, StageSummary
+from stages.rundir.layout import PROPOSALS, ROLLOUTS, SAMPLES
+from stages.rundir.records import StageSummary
 from stages.rundir.run import Run
 from stages.session import Session
 
@@ -29,12 +30,12 @@ def training_samples(run: Run, n: int) -> list[Any]:
 
     cfg = run.config
     tokens: dict[str, tuple[list[int], list[int], float, bool]] = {}
-    for p in run.read(n, "propose", "proposals.jsonl", Proposal):
+    for p in run.records(n, PROPOSALS):
         tokens[p.proposal_id] = (p.prompt_ids, p.completion_ids, cfg.propose.temperature, p.finish == "length")
-    for r in run.read(n, "solve", "rollouts.jsonl", Rollout):
+    for r in run.records(n, ROLLOUTS):
         tokens[r.rollout_id] = (r.prompt_ids, r.completion_ids, cfg.solve.temperature, r.finish == "length")
     out = []
-    for s in run.read(n, "reward", "samples.jsonl", Sample):
+    for s in run.records(n, SAMPLES):
         prompt_ids, response_ids, temperature, truncated = tokens[s.sample_id]
         group = f"{s.type}/{s.role}" + (f"/{s.purpose}" if s.purpose is not None else "")
         if response_ids:

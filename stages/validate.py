@@ -10,17 +10,23 @@ the rest are hidden and check its program.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from stages.config.schema import Config
 from stages.method.kinds import KINDS
 from stages.method.tasks import counts, share, task_id
-from stages.pipeline import Progress
+from stages.model.engines.base import Progress
+from stages.rundir.layout import PROPOSALS, TASKS, VALIDATIONS
 from stages.rundir.records import Proposal, StageSummary, Task, Validation
 from stages.rundir.run import Run
+from stages.session import Session
+
+if TYPE_CHECKING:
+    from sandbox.pool import Sandbox
+    from sandbox.tasks import TaskValidation
 
 
-def to_validation(p: Proposal, verdict: Any | None, cfg: Config) -> Validation:
+def to_validation(p: Proposal, verdict: TaskValidation | None, cfg: Config) -> Validation:
     """Join a proposal with its sandbox verdict (None: never sent, the format was wrong)."""
     if verdict is None:
         return Validation(
@@ -63,7 +69,7 @@ def summarize(validations: list[Validation]) -> StageSummary:
     )
 
 
-def validate_proposals(proposals: list[Proposal], sandbox: Any, cfg: Config) -> list[Validation]:
+def validate_proposals(proposals: list[Proposal], sandbox: Sandbox, cfg: Config) -> list[Validation]:
     from sandbox.tasks import validate_tasks
 
     todo = [p for p in proposals if p.format_ok and p.program is not None]
@@ -72,11 +78,11 @@ def validate_proposals(proposals: list[Proposal], sandbox: Any, cfg: Config) -> 
     return [to_validation(p, by_id.get(p.proposal_id), cfg) for p in proposals]
 
 
-def run(run: Run, n: int, session: Any, *, force: bool = False, progress: Progress | None = None) -> StageSummary:
+def run(run: Run, n: int, session: Session, *, force: bool = False, progress: Progress | None = None) -> StageSummary:
     """Write iters/N/validate/: validations.jsonl, tasks.jsonl (the valid ones), summary.json."""
     started = time.perf_counter()
-    proposals = run.read(n, "propose", "proposals.jsonl", Proposal)
+    proposals = run.records(n, PROPOSALS)
     validations = validate_proposals(proposals, session.sandbox(), run.config)
     tasks = [v.task for v in validations if v.task is not None]
-    return run.write_stage(n, "validate", {"validations.jsonl": validations, "tasks.jsonl": tasks},
+    return run.write_stage(n, "validate", {VALIDATIONS.name: validations, TASKS.name: tasks},
                            summarize(validations), force=force, started=started)

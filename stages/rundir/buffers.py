@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from stages.errors import RunError
 from stages.method.kinds import KINDS
 from stages.rundir.jsonl import read_jsonl
+from stages.rundir.layout import TASKS
 from stages.rundir.records import Task
 from stages.rundir.run import Run
 
@@ -39,7 +40,7 @@ def seed_buffer(run: Run) -> list[Task]:
         return read_jsonl(run.seed_file, Task)
     tasks = read_jsonl(base, Task)
     for k in range(1, rounds + 1):
-        tasks.extend(run.read_round(k, "tasks.jsonl", Task))
+        tasks.extend(run.round_records(k, TASKS))
     return tasks
 
 
@@ -49,7 +50,7 @@ def load_buffers(run: Run, upto: int) -> Buffers:
     tasks.extend(seed_buffer(run))
     for n in range(1, upto + 1):
         if run.is_done(n, "validate"):
-            tasks.extend(run.read(n, "validate", "tasks.jsonl", Task))
+            tasks.extend(run.records(n, TASKS))
     return cap_buffers(group_by_type(tasks), run.config.validate_.buffer_cap)
 
 

@@ -31,10 +31,10 @@ from pydantic import BaseModel, ValidationError
 from stages.config.schema import Config
 from stages.errors import RunError
 from stages.method.tasks import iteration_tag
-from stages.pipeline import STAGE_NAMES
 from stages.rundir import lock
 from stages.rundir.atomic import atomic_folder, remove_stale, write_bytes
 from stages.rundir.jsonl import read_json, read_jsonl, write_json, write_jsonl
+from stages.rundir.layout import STAGE_NAMES, RecordFile
 from stages.rundir.records import StageSummary
 
 M = TypeVar("M", bound=BaseModel)
@@ -194,6 +194,14 @@ class Run:
         if not self.is_done(n, stage):
             raise RunError(f"iteration {n}: stage '{stage}' has not completed; run `azr {stage}` first")
         return read_jsonl(self.stage_dir(n, stage) / filename, model)
+
+    def records(self, n: int, file: RecordFile[M]) -> list[M]:
+        """The records of ``file`` (say :data:`~stages.rundir.layout.TASKS`) of iteration ``n``."""
+        return self.read(n, file.stage, file.name, file.schema)
+
+    def round_records(self, k: int, file: RecordFile[M]) -> list[M]:
+        """The records of ``file`` of seeding round ``k``."""
+        return self.read_round(k, file.name, file.schema)
 
     def read_round(self, k: int, filename: str, model: type[M]) -> list[M]:
         if not self.round_dir(k).is_dir():
