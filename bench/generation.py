@@ -60,7 +60,7 @@ def cpu_bench(args: argparse.Namespace) -> dict[str, Any]:
     from stages.model.policy import load_policy
 
     cfg = load_config(REPO / "configs" / "smollm2-cpu.yaml")
-    policy = load_policy(cfg.model, trainable=False, vllm=cfg.vllm)
+    policy = load_policy(cfg.model, trainable=False, engine_options=cfg.engine_options())
     with torch.no_grad():  # an adapter that changes the outputs, served by both engines
         gen = torch.Generator().manual_seed(0)
         for name, p in policy.model.named_parameters():
@@ -108,7 +108,7 @@ def gpu_bench(args: argparse.Namespace) -> dict[str, Any]:
     g = random.Random(1)
     for engine in ("hf", "vllm"):
         policy = load_policy(ModelSection(name=str(folder), engine=engine, compile_generation=True, prompt_format="plain"),
-                             trainable=False, vllm=VLLMSection(gpu_memory_utilization=0.5, enforce_eager=False))
+                             trainable=False, engine_options=VLLMSection(gpu_memory_utilization=0.5, enforce_eager=False))
         vocab = len(policy.tokenizer)
         for batch in args.batches:
             prompts = [policy.tokenizer.decode([g.randrange(10, vocab) for _ in range(args.prompt)]) for _ in range(batch)]

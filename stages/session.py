@@ -79,7 +79,7 @@ class Session:
         ckpt = self.checkpoint_for(n)
         try:
             self.policy = load_policy(self.run.config.model, adapter_dir=ckpt, trainable=True,
-                                      vllm=self.run.config.vllm)
+                                      engine_options=self.run.config.engine_options())
         except Exception as e:
             if ckpt is None or isinstance(e, ModelError):
                 raise

@@ -41,7 +41,7 @@ def pair(tiny_model):
 
 
 def as_engine(policy, engine, checkpoint=None, **vllm_cfg):
-    policy.engine, policy.vllm, policy.checkpoint = engine, VLLMSection(**vllm_cfg), checkpoint
+    policy.engine, policy.engine_options, policy.checkpoint = engine, VLLMSection(**vllm_cfg), checkpoint
     return policy
 
 

@@ -391,6 +391,12 @@ class Config(Section):
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
 
+    def engine_options(self) -> BaseModel | None:
+        """The settings of the selected rollout engine: the section named after it (``vllm:`` for
+        ``model.engine: vllm``), or None for an engine without one (``hf``)."""
+        section = getattr(self, self.model.engine, None)
+        return section if isinstance(section, BaseModel) else None
+
     def digest(self) -> str:
         """Short hash of the meaning-changing fields (runtime fields, and levers left off, excluded)."""
         off = lever_defaults()

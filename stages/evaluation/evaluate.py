@@ -188,7 +188,7 @@ def policy_of(run: Run, iteration: int | None) -> Any:
     from stages.model.policy import load_policy
 
     if iteration is None:
-        return load_policy(run.config.model, None, trainable=False, vllm=run.config.vllm)
+        return load_policy(run.config.model, None, trainable=False, engine_options=run.config.engine_options())
     ckpt = run.checkpoint_dir(iteration)
     if not (ckpt / "meta.json").is_file():
         kept = run.checkpoints()
@@ -196,7 +196,8 @@ def policy_of(run: Run, iteration: int | None) -> Any:
             f"iteration {iteration} has no checkpoint in {run.path / 'checkpoints'}; "
             f"kept: {', '.join(map(str, kept)) or 'none'} (or use --base)"
         )
-    return load_policy(run.config.model, adapter_dir=ckpt, trainable=False, vllm=run.config.vllm)
+    return load_policy(run.config.model, adapter_dir=ckpt, trainable=False,
+                       engine_options=run.config.engine_options())
 
 
 def maybe_evaluate(run: Run, n: int, session_or_policy: Any,

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stages.config.schema import VLLMSection
 from stages.model import loading, templates
 from stages.model.adapters import ADAPTERS, AdapterKind
 from stages.model.engines import Engine, Requests, engine_class, make_engine
@@ -71,8 +70,9 @@ class Policy:
     the base, or a fresh adapter): what an engine other than HF loads to serve them."""
     engine: str = "hf"
     """Who generates: the name of a rollout engine (``model.engine``; :data:`stages.model.engines.ENGINES`)."""
-    vllm: Any = None
-    """The `vllm` config section (the settings of the ``vllm`` engine)."""
+    engine_options: Any = None
+    """The settings of the rollout engine (its config section, :meth:`Config.engine_options`), or
+    None for its defaults."""
     iteration: int | None = None
     """The iteration whose policy this is, when a session holds it: under several ranks its
     generation calls are shared out (:mod:`stages.parallel`); None: generate here alone."""
@@ -277,12 +277,12 @@ class Policy:
 
 
 def load_policy(model_cfg: ModelSection, adapter_dir: Path | None = None, trainable: bool = True,
-                vllm: Any = None) -> Policy:
+                engine_options: Any = None) -> Policy:
     """Base model + adapter of the previous iteration (``adapter_dir``; None: a fresh adapter).
 
     ``adapter_dir`` holds what the adapter kind saves (a peft adapter for lora/qlora, full weights
-    for full). ``trainable=False`` freezes everything (generation-only stages). ``vllm``: the `vllm`
-    config section, the settings of the ``vllm`` engine (defaults when None).
+    for full). ``trainable=False`` freezes everything (generation-only stages). ``engine_options``:
+    the rollout engine's config section (:meth:`Config.engine_options`; its defaults when None).
     """
     import torch
 
@@ -314,5 +314,5 @@ def load_policy(model_cfg: ModelSection, adapter_dir: Path | None = None, traina
         lora_rank=model_cfg.lora_rank,
         checkpoint=adapter_dir,
         engine=model_cfg.engine,
-        vllm=vllm if vllm is not None else VLLMSection(),
+        engine_options=engine_options,
     )

@@ -44,6 +44,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from stages.config.schema import VLLMSection
 from stages.errors import ModelError
 from stages.model.engines.base import Engine, Progress, Requests, completion
 from stages.model.generation import Completion
@@ -56,12 +57,13 @@ _ENGINES: dict[tuple[Any, ...], VLLMServer] = {}
 class VLLMEngine(Engine):
     """A policy's side of the ``vllm`` engine: its requests go to the process's server for its
     model (started on first use), which serves the policy's checkpoint; the settings are the
-    policy's ``vllm`` config section."""
+    policy's engine options (the ``vllm`` config section; its defaults when None)."""
 
     uses_live_weights = False
 
     def generate(self, policy: Any, requests: Requests, progress: Progress | None = None) -> list[Completion]:
-        server = server_for(policy, policy.vllm, policy.vllm.max_model_len)
+        options = policy.engine_options if isinstance(policy.engine_options, VLLMSection) else VLLMSection()
+        server = server_for(policy, options, options.max_model_len)
         out = server.generate(policy, requests.prompt_ids, max_new_tokens=requests.max_new_tokens,
                               temperature=requests.temperature, top_p=requests.top_p, seeds=requests.seeds,
                               stop=requests.stop, eos_ids=policy.end_token_ids())
