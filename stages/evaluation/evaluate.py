@@ -134,20 +134,7 @@ def evaluate(
         repeated.append(looped)
     check_start = time.perf_counter()
     expanded = [i for i in items for _ in range(samples)]
-    checker_name = None
-    scorer = scoring_sandbox(sandbox, suite)
-    try:
-        if SPECS[suite].domain == "math":
-            from stages.evaluation.mathcheck import MathChecker
-
-            with MathChecker() as checker:
-                checker_name = checker.name
-                results = score(expanded, texts, scorer, cfg.sandbox, strict=cfg.reward.strict, checker=checker)
-        else:
-            results = score(expanded, texts, scorer, cfg.sandbox, strict=cfg.reward.strict)
-    finally:
-        if scorer is not sandbox:
-            scorer.close()
+    results, checker_name = score_suite(suite, expanded, texts, sandbox, cfg)
     for k, (r, c, looped) in enumerate(zip(results, gen.completions, repeated, strict=True)):
         r["sample"] = k % samples
         r["finish"] = c.finish
@@ -181,6 +168,23 @@ def evaluate(
     path.parent.mkdir(exist_ok=True)
     write_json(path, out)
     return out
+
+
+def score_suite(suite: str, items: list[Item], texts: list[str], sandbox: Any, cfg: Any
+                ) -> tuple[list[dict[str, Any]], str | None]:
+    """Each completion scored against its item (a maths suite through a maths checker, whose name
+    is returned; the rest in the suite's scoring sandbox)."""
+    scorer = scoring_sandbox(sandbox, suite)
+    try:
+        if SPECS[suite].domain != "math":
+            return score(items, texts, scorer, cfg.sandbox, strict=cfg.reward.strict), None
+        from stages.evaluation.mathcheck import MathChecker
+
+        with MathChecker() as checker:
+            return score(items, texts, scorer, cfg.sandbox, strict=cfg.reward.strict, checker=checker), checker.name
+    finally:
+        if scorer is not sandbox:
+            scorer.close()
 
 
 def policy_of(run: Run, iteration: int | None) -> Any:
