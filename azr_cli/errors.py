@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from stages.errors import AzrError
 
 
@@ -22,3 +24,9 @@ def interrupted() -> Exception:
 
     error_line("interrupted; completed stages are kept, rerun the same command to continue")
     return typer.Exit(130)
+
+
+def on_sigterm(signum: int, frame: Any) -> None:
+    """The SIGTERM handler of the commands that run stages: stop as Ctrl-C does (a stage in
+    progress leaves only a temporary folder), then :func:`interrupted` says so."""
+    raise KeyboardInterrupt

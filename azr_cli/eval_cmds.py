@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from azr_cli import display
-from azr_cli.options import DeviceOpt, JsonOpt, RunOpt, SetOpt
+from azr_cli.options import DeviceOpt, JsonOpt, RunOpt, SetOpt, runtime_flags
 
 EvalIterOpt = Annotated[
     list[int] | None,
@@ -82,7 +82,7 @@ def eval_cmd(
         raise EvalError(f"--table {table}: the only table is 'paper'")
     if table is not None and not compare:
         raise EvalError("--table paper shows saved results: add --compare")
-    run_, _ = open_run(run, None, set_, {"model": {"device": device}} if device else None)
+    run_, _ = open_run(run, None, set_, runtime_flags(device=device))
     if compare:
         shown = evaluate.paper_table(run_, iter_ or None) if table == "paper" else evaluate.compare(run_, iter_ or None)
         if json_:
@@ -125,17 +125,22 @@ def eval_cmd(
         return
     for o in outs:
         who = "base" if iteration is None else f"iteration {iteration}"
-        rows: dict[str, Any] = {"score": f"{o['score']:.1%}", "items": o["items"]}
-        if o.get("samples", 1) > 1:
-            rows["samples"] = f"{o['samples']} at T={o['temperature']}"
-            rows |= {f"pass@{k}": f"{v:.1%}" for k, v in o["pass_at_k"].items()}
-        if "score_base" in o:
-            rows["score (base tests only)"] = f"{o['score_base']:.1%}"
-        rows |= {f"score/{k}": f"{v:.1%}" for k, v in o["by_kind"].items()}
-        rows |= {"strict (format too)": f"{o['score_strict']:.1%}", "format ok": f"{o['format_ok']:.1%}",
-                 "repetitions stopped": o["repetitions"], "template": f"{o['template']['suite']} + "
-                 f"{o['template']['prompt_format']}", "seconds": o["seconds"], "file": o["file"]}
-        display.out.print(display.kv_table(f"{o['suite']} · {who}", rows))
+        display.out.print(display.kv_table(f"{o['suite']} · {who}", result_rows(o)))
+
+
+def result_rows(o: dict[str, Any]) -> dict[str, Any]:
+    """The rows of one suite's result table: the score, pass@k, by kind, format, where it is saved."""
+    rows: dict[str, Any] = {"score": f"{o['score']:.1%}", "items": o["items"]}
+    if o.get("samples", 1) > 1:
+        rows["samples"] = f"{o['samples']} at T={o['temperature']}"
+        rows |= {f"pass@{k}": f"{v:.1%}" for k, v in o["pass_at_k"].items()}
+    if "score_base" in o:
+        rows["score (base tests only)"] = f"{o['score_base']:.1%}"
+    rows |= {f"score/{k}": f"{v:.1%}" for k, v in o["by_kind"].items()}
+    rows |= {"strict (format too)": f"{o['score_strict']:.1%}", "format ok": f"{o['format_ok']:.1%}",
+             "repetitions stopped": o["repetitions"], "template": f"{o['template']['suite']} + "
+             f"{o['template']['prompt_format']}", "seconds": o["seconds"], "file": o["file"]}
+    return rows
 
 
 def data_files(data: list[str] | None, suites: list[str]) -> dict[str, Path]:

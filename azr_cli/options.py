@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -41,3 +41,13 @@ DeviceOpt = Annotated[
     str | None,
     typer.Option("--device", help="Shortcut for --set model.device=auto|cpu|cuda.", show_default=False),
 ]
+
+
+def runtime_flags(seed: int | None = None, device: str | None = None) -> dict[str, Any]:
+    """The config layer of the --seed and --device shortcuts (what they set, nothing when not given)."""
+    flags: dict[str, Any] = {}
+    if seed is not None:
+        flags["run"] = {"seed": seed}
+    if device:
+        flags["model"] = {"device": device}
+    return flags

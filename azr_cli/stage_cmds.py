@@ -16,13 +16,8 @@ from typing import Annotated, Any
 import typer
 
 from azr_cli import display
-from azr_cli.errors import interrupted
-from azr_cli.loop_cmds import on_sigterm
-from azr_cli.options import DeviceOpt, ForceOpt, IterOpt, JsonOpt, RunOpt, SetOpt
-
-
-def _flags(device: str | None) -> dict[str, Any]:
-    return {"model": {"device": device}} if device else {}
+from azr_cli.errors import interrupted, on_sigterm
+from azr_cli.options import DeviceOpt, ForceOpt, IterOpt, JsonOpt, RunOpt, SetOpt, runtime_flags
 
 
 def run_stage(stage: str, run_path: Path, iter_: int | None, force: bool, sets: list[str] | None,
@@ -32,7 +27,7 @@ def run_stage(stage: str, run_path: Path, iter_: int | None, force: bool, sets: 
     from stages.rundir.manifest import open_run
     from stages.session import Session
 
-    run, overrides = open_run(run_path, None, sets, _flags(device))
+    run, overrides = open_run(run_path, None, sets, runtime_flags(device=device))
     signal.signal(signal.SIGTERM, on_sigterm)
     try:
         with run.writing():

@@ -3,7 +3,7 @@
     .venv/bin/python bench/gpu_iteration.py                      # 3B shape on CUDA (no download)
     .venv/bin/python bench/gpu_iteration.py --shape tiny --device cpu --json   # same code, seconds
 
-What it does, all through the real code (``stages.seed/loop``, ``stages.model``, ``update_core``):
+What it does, all through the real code (``stages.seed/loop``, ``stages.model``, ``stages.training.step``):
 
 1. Builds a model folder: ``Qwen2Config`` written by hand for the shape (3b: hidden 2048, 36
    layers, 16 heads, 2 kv heads, intermediate 11008, vocab 151936, tied embeddings) with random

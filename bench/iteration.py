@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from stages.pipeline import STAGE_NAMES as STAGES  # noqa: E402
+from stages.rundir.layout import STAGE_NAMES as STAGES  # noqa: E402
 
 
 def measure(run_path: Path) -> dict:

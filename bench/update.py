@@ -2,7 +2,7 @@
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/update.py [--json] [--model smollm2|tiny]
 
-Default: the real SmolLM2-135M (``builtin:smollm2-135m`` through ``stages.model.load_policy``,
+Default: the real SmolLM2-135M (``builtin:smollm2-135m`` through ``stages.model.policy.load_policy``,
 LoRA r16 on all linear layers, fp32 on CPU), a batch of 4 × 256 tokens (64 prompt + 192 response
 tokens of random ids), one micro-batch, TRR++ with entropy bonus. If the built-in cannot be
 loaded, a Llama of SmolLM2's shape with random weights stands in (the output says which).

@@ -27,14 +27,8 @@ from sandbox.errors import SandboxUnavailable
 
 
 def worker_source() -> str:
-    """The worker script: ``_worker.py`` with ``_worker_child.py`` spliced in at its @@CHILD@@ line
-    (two files to read, one script to run: the jail starts it with ``python -I -S -c``)."""
-    here = Path(__file__).parent
-    worker, child = (here / "_worker.py").read_text(), (here / "_worker_child.py").read_text()
-    head, marker, tail = worker.partition("# @@CHILD@@")
-    if not marker:
-        raise RuntimeError("sandbox/_worker.py has lost its @@CHILD@@ line")
-    return head + child + tail.split("\n", 1)[1]
+    """The worker script, ``_worker.py``, as text: the jail starts it with ``python -I -S -c``."""
+    return (Path(__file__).parent / "_worker.py").read_text()
 
 
 WORKER_SOURCE = worker_source()

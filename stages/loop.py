@@ -7,16 +7,23 @@ A new run first goes through the seeding phase (``seed.grow``), round by round, 
 stage commands ask the same). Resuming is free: each step asks the run directory for the first
 incomplete seeding round or (iteration, stage), so rerunning after any stop continues exactly
 there; completed rounds and stages are never redone.
+
+:func:`run_loop` is the whole of `azr loop` (open or create the run, one Session, the trackers,
+the evaluations after an iteration); the caller follows it through
+:class:`stages.hooks.Hooks`.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from stages import pipeline, seed
-from stages.pipeline import Progress
+from stages.hooks import Hooks
+from stages.model.engines.base import Progress
 from stages.rundir.run import Run
 from stages.session import Session
 
@@ -60,3 +67,60 @@ def run(
         if stage == pipeline.STAGE_NAMES[-1] and after_iteration is not None:
             after_iteration(n)
     return ran
+
+
+@dataclass
+class LoopOutcome:
+    """What :func:`run_loop` did."""
+
+    run: Run
+    completed_before: int
+    """Complete iterations the run had when the call began."""
+    ran: int | None
+    """Stages run (the seeding phase counts as one); None: the run already had enough iterations."""
+
+
+def run_loop(path: Path, iters: int, config_file: Path | None = None, sets: list[str] | None = None,
+             flags: dict[str, Any] | None = None, hooks: Hooks | None = None) -> LoopOutcome:
+    """`azr loop`: open the run at `path` (runtime overrides only) or create it with its seed
+    tasks, then, unless it already has `iters` complete iterations, :func:`run` it in one Session
+    under the run lock: every stage's metrics go to the trackers (TensorBoard, W&B) and the suites
+    due after an iteration (``eval.every``) are evaluated. KeyboardInterrupt during the stages
+    becomes ``hooks.interrupted()``."""
+    from stages.config.layers import load_config
+    from stages.monitor.tracking import Tracker
+    from stages.rundir.manifest import open_run
+
+    hooks = hooks or Hooks()
+    if (path / "manifest.json").exists():
+        r, overrides = open_run(path, config_file, sets, flags)
+        hooks.opened(r, overrides)
+    else:
+        r = seed.run(path, load_config(config_file, sets, flags))
+        hooks.opened(r, None)
+    done = r.completed_iterations()
+    if done >= iters:
+        return LoopOutcome(r, done, None)
+    hooks.starting(r)
+    tracker = Tracker(r)
+    try:
+        with r.writing(), Session(r) as session, hooks.view() as view:
+            def on_event(e: Event) -> None:
+                view.on_event(e)
+                if e["event"] == "done":
+                    tracker.log(e["iteration"], e["stage"], e["summary"].metrics)
+
+            def after_iteration(n: int) -> None:
+                from stages.evaluation.evaluate import maybe_evaluate
+
+                for ev in maybe_evaluate(r, n, session):
+                    tracker.log(n, f"eval/{ev.get('suite')}", {"score": ev.get("score")})
+                    hooks.evaluated(n, ev)
+
+            ran = run(r, iters, session, on_event=on_event, progress_for=lambda n, s: view.progress,
+                      after_iteration=after_iteration)
+    except KeyboardInterrupt:
+        raise hooks.interrupted() from None
+    finally:
+        tracker.close()
+    return LoopOutcome(r, done, ran)

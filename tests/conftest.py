@@ -67,3 +67,12 @@ def tiny_model() -> str:
     from stages.model.names import resolve_model
 
     return resolve_model("builtin:tiny")
+
+
+@pytest.fixture(scope="module")
+def sb(request):
+    """A warm sandbox pool shared by a test module, opened with that module's ``CFG``."""
+    from sandbox import open_sandbox
+
+    with open_sandbox(request.module.CFG) as pool:
+        yield pool

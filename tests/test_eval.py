@@ -9,7 +9,7 @@ import json
 import pytest
 from conftest import TINY
 
-from sandbox import SandboxConfig, open_sandbox
+from sandbox import SandboxConfig
 from stages.evaluation import evaluate, scoring, suites
 
 CFG = SandboxConfig(workers=2)
@@ -33,12 +33,6 @@ MBPP_ROWS = [
 def write_jsonl(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
-
-
-@pytest.fixture(scope="module")
-def sb():
-    with open_sandbox(CFG) as pool:
-        yield pool
 
 
 def wrong_completion(item: suites.Item) -> str:

@@ -44,12 +44,6 @@ def answer(block: str, lang: str = "python") -> str:
     return f"<think> plan </think>\n<answer>\n```{lang}\n{block}\n```\n</answer>"
 
 
-@pytest.fixture(scope="module")
-def sb():
-    with open_sandbox(CFG) as pool:
-        yield pool
-
-
 # ----------------------------------------------------------------------------- pure parts
 
 

@@ -104,7 +104,7 @@ def test_band_buffers_and_measured_rates_from_the_reward_records():
         def is_done(self, n, stage):
             return n in self.samples
 
-        def read(self, n, stage, name, model):
+        def records(self, n, file):
             return self.samples[n]
 
     rates = measured_rates(FakeRun(), 3)

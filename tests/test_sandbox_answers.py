@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from sandbox import (
     AbductionAnswer,
     DeductionAnswer,
@@ -12,17 +10,10 @@ from sandbox import (
     check_abduction,
     check_answers,
     check_induction,
-    open_sandbox,
 )
 
 CFG = SandboxConfig(workers=2, timeout_s=1.0)
 SORT = "def f(xs):\n    return sorted(xs)"
-
-
-@pytest.fixture(scope="module")
-def sb():
-    with open_sandbox(CFG) as pool:
-        yield pool
 
 
 def test_abduction_accepts_any_input_that_works(sb):

@@ -112,7 +112,7 @@ def test_an_idle_worker_copies_a_job_stuck_behind_a_long_one():
 
 
 def test_the_spliced_worker_script_is_lint_clean():
-    """The worker runs as one script made of _worker.py and _worker_child.py: lint it whole."""
+    """The worker runs as the text of _worker.py (`python -I -S -c`): lint exactly that text."""
     import shutil
     import subprocess
 

@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import ast
 
-import pytest
+from sandbox import SandboxConfig, Status
 
-from sandbox import SandboxConfig, Status, open_sandbox
-
-
-@pytest.fixture(scope="module")
-def sb():
-    with open_sandbox(SandboxConfig(workers=2, timeout_s=1.0, max_processes=3)) as pool:
-        yield pool
+CFG = SandboxConfig(workers=2, timeout_s=1.0, max_processes=3)
 
 
 def out(sb, source: str) -> str:

@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 from sandbox import SandboxConfig, Status, open_sandbox
 
 CFG = SandboxConfig(workers=2, timeout_s=0.5, memory_mb=256, max_processes=4, max_stdout_bytes=10_000)
-
-
-@pytest.fixture(scope="module")
-def sb():
-    with open_sandbox(CFG) as pool:
-        yield pool
 
 
 def test_infinite_loop_times_out(sb):

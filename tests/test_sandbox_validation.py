@@ -9,12 +9,6 @@ from sandbox import SandboxConfig, jail, open_sandbox, validate_task, validate_t
 CFG = SandboxConfig(workers=2, timeout_s=1.0)
 
 
-@pytest.fixture(scope="module")
-def sb():
-    with open_sandbox(CFG) as pool:
-        yield pool
-
-
 def reason(sb, program: str, inputs: list[str]) -> str | None:
     return validate_task(sb, program, inputs, CFG).reason
 

@@ -26,12 +26,6 @@ def f(x):
 GUESSED = "bytes(16) + b'V' + (2).to_bytes(4, 'big') + b'42'"  # the frame layout, nonce guessed
 
 
-@pytest.fixture(scope="module")
-def sb():
-    with open_sandbox(CFG) as pool:
-        yield pool
-
-
 def forged(res) -> bool:
     return res.status is Status.ok and res.value_repr == "42"
 

@@ -41,7 +41,8 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class Run:
-    """An opened run directory. Construct with :func:`create_run` or :func:`open_run`."""
+    """An opened run directory. Construct with :func:`stages.rundir.manifest.create_run` or
+    :func:`stages.rundir.manifest.open_run`."""
 
     def __init__(self, path: Path, config: Config, manifest: dict[str, Any],
                  overrides: dict[str, Any] | None = None):

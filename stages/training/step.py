@@ -155,7 +155,11 @@ def update_step(
     ``ranks`` (:class:`stages.parallel.GradientSum`, several processes): this rank backpropagates
     its share of the micro-batches and the gradients are summed across ranks before clipping, so
     every rank takes the step one process would take on the whole batch; on a model sharded by FSDP
-    (``ranks.sharded``, :mod:`stages.training.sharding`) FSDP sums the policy's gradients itself."""
+    (``ranks.sharded``, :mod:`stages.training.sharding`) FSDP sums the policy's gradients itself.
+
+    The passes: :func:`_prepare` (micro-batches, this rank's share), :func:`_behaviour_pass` (old
+    and reference log-probs, advantages), then per epoch :func:`_backward_epoch` (the loss over the
+    micro-batches), :func:`_sum_across_ranks` and :func:`_clip_and_step`; :func:`_stats` at the end."""
     compute = compute or contextlib.nullcontext
     if not batch:
         raise ValueError("update_step needs at least one sample")
@@ -171,51 +175,14 @@ def update_step(
     start = time.perf_counter()
 
     with PeakMemory(device) as meter:
-        samples = len(batch)
-        masked = None
-        if cfg.overlong == "mask":  # DAPO's overlong filtering: truncated responses are not learned from
-            masked = sum(s.truncated for s in batch)
-            batch = [s for s in batch if not s.truncated]
-        # The token mean is over the whole batch, so leaving out samples that contribute nothing
-        # (update.skip_zero_advantage) keeps every other sample's gradient exactly as it was.
-        total_tokens = sum(len(s.response_ids) for s in batch)
-        denom = max(total_tokens, 1)
-        sequences = max(sum(bool(s.response_ids) for s in batch), 1)
-        kept = [s for s in batch if algorithm.contributes(s, cfg)]
-        mbs = list(micro_batches(kept, cfg.micro_batch_size, pad_id, device))
-        mine: list[Any] = mbs if ranks is None else ranks.mine(mbs)
-        sharded = ranks is not None and ranks.sharded
-        if sharded:
-            # FSDP gathers each unit's weights with every rank in every pass: every rank makes the
-            # same number of passes, a missing one (None) at zero weight on a spare micro-batch
-            mine += [None] * (ranks.passes(mbs) - len(mine))
-        spare = next((mb for mb in mbs if mb.response_mask.any()), None) if sharded else None
-
-        # -- the behaviour policy, the reference and what the algorithm observes, before any step.
+        prep = _prepare(batch, cfg, algorithm, pad_id, device, ranks)
         # One on-policy epoch of an algorithm that observes nothing (TRR++) needs no pass of its
         # own: the weights that generated the batch are the ones about to be stepped, so the old
         # log-probs are the first forward pass's, detached (ratio 1, the same gradient): a third
         # of the update's forward work saved.
         separate_old = old_pass if old_pass is not None else (cfg.ppo_epochs > 1 or algorithm.observes)
-        model.eval()
-        with torch.no_grad(), full_weights(model) if sharded else contextlib.nullcontext():
-            # what the algorithm observes feeds advantages over the whole batch: every rank
-            # computes it for every micro-batch; the rest only for its own share
-            for mb in mbs if algorithm.observes else mine:
-                if mb is None:
-                    continue
-                if separate_old:
-                    with compute():
-                        mb.old_logp, _, hidden = forward(model, mb.input_ids, mb.attention_mask, mb.response_mask,
-                                                         cfg.logprob_chunk, False, mb.temperature)
-                    algorithm.observe(mb, hidden)
-                if ref is not None:
-                    with ref() as ref_model, compute():
-                        mb.ref_logp, _ = token_logprobs(ref_model, mb.input_ids, mb.attention_mask,
-                                                        mb.response_mask, cfg.logprob_chunk, False, mb.temperature)
-        algorithm.advantages(mbs)
+        _behaviour_pass(model, prep, cfg, algorithm, ref, compute, separate_old)
 
-        # -- the steps
         model.train()
         sums = dict.fromkeys(("loss", "pg", "ent", "kl", "extra", "clip", "gn",
                               *(f"{k}/{role}" for role in ROLES for k in ("ent", "tok"))), 0.0)
@@ -223,56 +190,163 @@ def update_step(
         for _ in range(cfg.ppo_epochs):
             before = dict(sums)
             optimizer.zero_grad(set_to_none=True)
-            for mb in mine:
-                if mb is None or not mb.response_mask.any():
-                    if spare is not None:
-                        _zero_pass(model, spare, cfg, compute)
-                    continue  # nothing to learn from (and no graph to backpropagate through)
-                with compute():
-                    logp, ent, hidden = forward(model, mb.input_ids, mb.attention_mask, mb.response_mask,
-                                                cfg.logprob_chunk, True, mb.temperature)
-                mask = mb.response_mask.float()
-                if not separate_old:
-                    mb.old_logp = logp.detach()
-                pg_tok, clipped = clipped_surrogate(logp, mb.old_logp, mb.advantages, cfg.clip_ratio, cfg.clip_high)
-                pg = aggregate(pg_tok, mask, cfg.loss_aggregation, denom, sequences)
-                entropy = aggregate(ent, mask, cfg.loss_aggregation, denom, sequences)
-                loss = pg - cfg.entropy_coef * entropy
-                if want_kl:
-                    kl = aggregate(kl_k3(logp, mb.ref_logp), mask, cfg.loss_aggregation, denom, sequences)
-                    loss = loss + cfg.kl_coef * kl
-                    sums["kl"] += float(kl.detach())
-                extra = algorithm.extra_loss(mb, hidden)
-                if extra is not None:
-                    has_extra = True
-                    loss = loss + algorithm.extra_weight * extra / denom
-                    sums["extra"] += float(extra.detach()) / denom
-                loss.backward()
-                sums["loss"] += float(loss.detach())
-                sums["pg"] += float(pg.detach())
-                sums["ent"] += float(entropy.detach())
-                sums["clip"] += float((clipped.float() * mask).sum()) / denom
-                _add_role_entropy(sums, mb.samples, ent.detach(), mask)
+            has_extra |= _backward_epoch(model, prep, cfg, algorithm, compute, separate_old, want_kl, sums)
             if ranks is not None:  # under FSDP the policy's gradients are already summed (reduce-scatter)
-                epoch = {k: sums[k] - before[k] for k in sums}
-                ranks.all_reduce(([] if sharded else policy_params)
-                                 + [p for m in algorithm.modules() for p in m.parameters()], epoch, device)
-                sums.update({k: before[k] + epoch[k] for k in sums})
-            grad_norm = total_norm(torch.nn.utils.clip_grad_norm_(policy_params, cfg.max_grad_norm))
-            for m in algorithm.modules():
-                torch.nn.utils.clip_grad_norm_(m.parameters(), cfg.max_grad_norm)
-            if not (math.isfinite(sums["loss"]) and math.isfinite(grad_norm)):
-                optimizer.zero_grad(set_to_none=True)
-                raise FloatingPointError(
-                    f"the loss ({sums['loss']:.4g}) or the gradient norm ({grad_norm:.4g}) is not "
-                    "finite; no optimizer step was taken"
-                )
-            sums["gn"] += grad_norm
-            if kept:
-                optimizer.step()
+                _sum_across_ranks(ranks, prep.sharded, policy_params, algorithm, sums, before, device)
+            _clip_and_step(optimizer, policy_params, algorithm, cfg, sums, step=bool(prep.kept))
         optimizer.zero_grad(set_to_none=True)
 
     model.train(was_training)
+    return _stats(sums, cfg, prep, want_kl, has_extra, time.perf_counter() - start, meter.peak)
+
+
+@dataclass
+class _Prepared:
+    """The batch as the passes see it: its counts, its micro-batches and this rank's share."""
+
+    samples: int
+    masked: int | None
+    total_tokens: int
+    denom: int
+    """The token mean's denominator: the response tokens of the whole batch (at least 1)."""
+    sequences: int
+    kept: list[TokenSample]
+    """The samples that go through the model (see ``Algorithm.contributes``)."""
+    mbs: list[Any]
+    """Every micro-batch of `kept`."""
+    mine: list[Any]
+    """This rank's micro-batches (all of them with one process); None: a zero-weight pass (FSDP)."""
+    sharded: bool
+    spare: Any
+    """Under FSDP, a micro-batch with response tokens for the zero-weight passes; None otherwise."""
+
+
+def _prepare(batch: Sequence[TokenSample], cfg: UpdateSection, algorithm: Algorithm, pad_id: int,
+             device: torch.device, ranks: Any) -> _Prepared:
+    """Right-pad the samples into micro-batches and count what the token means are over."""
+    samples = len(batch)
+    masked = None
+    if cfg.overlong == "mask":  # DAPO's overlong filtering: truncated responses are not learned from
+        masked = sum(s.truncated for s in batch)
+        batch = [s for s in batch if not s.truncated]
+    # The token mean is over the whole batch, so leaving out samples that contribute nothing
+    # (update.skip_zero_advantage) keeps every other sample's gradient exactly as it was.
+    total_tokens = sum(len(s.response_ids) for s in batch)
+    sequences = max(sum(bool(s.response_ids) for s in batch), 1)
+    kept = [s for s in batch if algorithm.contributes(s, cfg)]
+    mbs = list(micro_batches(kept, cfg.micro_batch_size, pad_id, device))
+    mine, sharded, spare = _rank_share(mbs, ranks)
+    return _Prepared(samples=samples, masked=masked, total_tokens=total_tokens, denom=max(total_tokens, 1),
+                     sequences=sequences, kept=kept, mbs=mbs, mine=mine, sharded=sharded, spare=spare)
+
+
+def _rank_share(mbs: list[Any], ranks: Any) -> tuple[list[Any], bool, Any]:
+    """This rank's micro-batches, whether the model is sharded by FSDP, and the spare micro-batch
+    of the zero-weight passes (None unless sharded)."""
+    mine: list[Any] = mbs if ranks is None else ranks.mine(mbs)
+    sharded = ranks is not None and ranks.sharded
+    if sharded:
+        # FSDP gathers each unit's weights with every rank in every pass: every rank makes the
+        # same number of passes, a missing one (None) at zero weight on a spare micro-batch
+        mine += [None] * (ranks.passes(mbs) - len(mine))
+    spare = next((mb for mb in mbs if mb.response_mask.any()), None) if sharded else None
+    return mine, sharded, spare
+
+
+def _behaviour_pass(model: nn.Module, prep: _Prepared, cfg: UpdateSection, algorithm: Algorithm,
+                    ref: Reference | None, compute: Compute, separate_old: bool) -> None:
+    """Under ``no_grad``, before any step: the behaviour policy's log-probs (when `separate_old`),
+    the reference's (KL penalty), what the algorithm observes, then its advantages."""
+    model.eval()
+    with torch.no_grad(), full_weights(model) if prep.sharded else contextlib.nullcontext():
+        # what the algorithm observes feeds advantages over the whole batch: every rank
+        # computes it for every micro-batch; the rest only for its own share
+        for mb in prep.mbs if algorithm.observes else prep.mine:
+            if mb is None:
+                continue
+            if separate_old:
+                with compute():
+                    mb.old_logp, _, hidden = forward(model, mb.input_ids, mb.attention_mask, mb.response_mask,
+                                                     cfg.logprob_chunk, False, mb.temperature)
+                algorithm.observe(mb, hidden)
+            if ref is not None:
+                with ref() as ref_model, compute():
+                    mb.ref_logp, _ = token_logprobs(ref_model, mb.input_ids, mb.attention_mask,
+                                                    mb.response_mask, cfg.logprob_chunk, False, mb.temperature)
+    algorithm.advantages(prep.mbs)
+
+
+def _backward_epoch(model: nn.Module, prep: _Prepared, cfg: UpdateSection, algorithm: Algorithm,
+                    compute: Compute, separate_old: bool, want_kl: bool, sums: dict[str, float]) -> bool:
+    """Accumulate one epoch's gradients over this rank's micro-batches (each loss scaled to the
+    whole batch's token mean), adding the loss terms to ``sums``. True when the algorithm added a
+    loss of its own."""
+    has_extra = False
+    for mb in prep.mine:
+        if mb is None or not mb.response_mask.any():
+            if prep.spare is not None:
+                _zero_pass(model, prep.spare, cfg, compute)
+            continue  # nothing to learn from (and no graph to backpropagate through)
+        with compute():
+            logp, ent, hidden = forward(model, mb.input_ids, mb.attention_mask, mb.response_mask,
+                                        cfg.logprob_chunk, True, mb.temperature)
+        mask = mb.response_mask.float()
+        if not separate_old:
+            mb.old_logp = logp.detach()
+        denom, sequences = prep.denom, prep.sequences
+        pg_tok, clipped = clipped_surrogate(logp, mb.old_logp, mb.advantages, cfg.clip_ratio, cfg.clip_high)
+        pg = aggregate(pg_tok, mask, cfg.loss_aggregation, denom, sequences)
+        entropy = aggregate(ent, mask, cfg.loss_aggregation, denom, sequences)
+        loss = pg - cfg.entropy_coef * entropy
+        if want_kl:
+            kl = aggregate(kl_k3(logp, mb.ref_logp), mask, cfg.loss_aggregation, denom, sequences)
+            loss = loss + cfg.kl_coef * kl
+            sums["kl"] += float(kl.detach())
+        extra = algorithm.extra_loss(mb, hidden)
+        if extra is not None:
+            has_extra = True
+            loss = loss + algorithm.extra_weight * extra / denom
+            sums["extra"] += float(extra.detach()) / denom
+        loss.backward()
+        sums["loss"] += float(loss.detach())
+        sums["pg"] += float(pg.detach())
+        sums["ent"] += float(entropy.detach())
+        sums["clip"] += float((clipped.float() * mask).sum()) / denom
+        _add_role_entropy(sums, mb.samples, ent.detach(), mask)
+    return has_extra
+
+
+def _sum_across_ranks(ranks: Any, sharded: bool, policy_params: list[nn.Parameter], algorithm: Algorithm,
+                      sums: dict[str, float], before: dict[str, float], device: torch.device) -> None:
+    """Sum this epoch's gradients and loss terms over the ranks: the algorithm's parameters always,
+    the policy's unless FSDP already summed them (its reduce-scatter)."""
+    epoch = {k: sums[k] - before[k] for k in sums}
+    ranks.all_reduce(([] if sharded else policy_params)
+                     + [p for m in algorithm.modules() for p in m.parameters()], epoch, device)
+    sums.update({k: before[k] + epoch[k] for k in sums})
+
+
+def _clip_and_step(optimizer: torch.optim.Optimizer, policy_params: list[nn.Parameter], algorithm: Algorithm,
+                   cfg: UpdateSection, sums: dict[str, float], step: bool) -> None:
+    """Clip the gradient norms, refuse a loss or norm that is not finite (FloatingPointError, no
+    step taken), add the norm to ``sums`` and take the optimizer step (when `step`)."""
+    grad_norm = total_norm(torch.nn.utils.clip_grad_norm_(policy_params, cfg.max_grad_norm))
+    for m in algorithm.modules():
+        torch.nn.utils.clip_grad_norm_(m.parameters(), cfg.max_grad_norm)
+    if not (math.isfinite(sums["loss"]) and math.isfinite(grad_norm)):
+        optimizer.zero_grad(set_to_none=True)
+        raise FloatingPointError(
+            f"the loss ({sums['loss']:.4g}) or the gradient norm ({grad_norm:.4g}) is not "
+            "finite; no optimizer step was taken"
+        )
+    sums["gn"] += grad_norm
+    if step:
+        optimizer.step()
+
+
+def _stats(sums: dict[str, float], cfg: UpdateSection, prep: _Prepared, want_kl: bool, has_extra: bool,
+           seconds: float, peak_memory: int) -> UpdateStats:
+    """The step's :class:`UpdateStats` from its sums over the epochs."""
     e = cfg.ppo_epochs
     return UpdateStats(
         loss=sums["loss"] / e,
@@ -281,15 +355,15 @@ def update_step(
         kl=sums["kl"] / e if want_kl else None,
         grad_norm=sums["gn"] / e,
         clip_frac=sums["clip"] / e,
-        tokens=total_tokens,
-        seconds=time.perf_counter() - start,
-        peak_memory=meter.peak,
+        tokens=prep.total_tokens,
+        seconds=seconds,
+        peak_memory=peak_memory,
         value_loss=sums["extra"] / e if has_extra else None,
-        optimizer_steps=e if kept else 0,
-        samples=samples,
-        trained_samples=len(kept),
+        optimizer_steps=e if prep.kept else 0,
+        samples=prep.samples,
+        trained_samples=len(prep.kept),
         entropy_by_role={role: sums[f"ent/{role}"] / sums[f"tok/{role}"] for role in ROLES if sums[f"tok/{role}"]},
-        overlong_masked=masked,
+        overlong_masked=prep.masked,
     )
 
 
