@@ -3,13 +3,18 @@ and the record fields every generated response carries."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stages.method.prompts import Turn, show_turns
 from stages.method.tasks import Purpose, TaskType
+from stages.model.engines.base import Progress
+from stages.model.generation import Completion, GenerationResult
 from stages.rundir.records import Task
+
+if TYPE_CHECKING:
+    from stages.model.policy import Policy
 
 
 @dataclass(frozen=True)
@@ -31,18 +36,18 @@ class Query:
         return show_turns(self.turns)
 
 
-def render(policy: Any, turns: Sequence[Turn]) -> str:
+def render(policy: Policy, turns: Sequence[Turn]) -> str:
     """The text the policy is given for a prompt of turns (its wrapper: R1, chat template or plain)."""
     return policy.wrap_turns(turns)
 
 
-def prompt_tokens(policy: Any, query: Query) -> int:
+def prompt_tokens(policy: Policy, query: Query) -> int:
     """How many tokens the query's prompt is, as the policy will be given it."""
     return len(policy.encode(render(policy, query.turns)))
 
 
-def generate(policy: Any, queries: Sequence[Query], gen: Any, seed: int,
-             progress: Callable[[int, int], None] | None = None) -> Any:
+def generate(policy: Policy, queries: Sequence[Query], gen: Any, seed: int,
+             progress: Progress | None = None) -> GenerationResult:
     """Complete every query's turns with a role's generation settings (the `propose` or `solve`
     section of the config); completions in the queries' order."""
     return policy.generate(
@@ -52,7 +57,7 @@ def generate(policy: Any, queries: Sequence[Query], gen: Any, seed: int,
     )
 
 
-def completion_fields(c: Any) -> dict[str, Any]:
+def completion_fields(c: Completion) -> dict[str, Any]:
     """The record fields every generated response carries: its text and its exact tokens."""
     return {"completion": c.text, "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
             "prompt_ids": c.prompt_ids, "completion_ids": c.token_ids, "finish": c.finish}
