@@ -14,7 +14,8 @@ same figures without generating anything.
 
 Per setting: ``iterations`` (complete), ``dev`` (the development set, ``azr eval --suite dev
 --data bench/dev/qwen2.5-coder-0.5b.jsonl``; null while that file is absent), ``heldout`` (the
-held-out suites' scores, default ``humaneval-io``), ``loop_s`` (the stages' wall time over the
+held-out suites' scores, default ``humaneval-io``), ``in_layout`` and ``by_kind`` (per suite: the
+share of answers in the asked layout, the score per item kind), ``loop_s`` (the stages' wall time over the
 iterations, from their summaries), and the mean of the last iterations' training figures. The
 base model's scores, the same for every setting, are under ``base``. Written to
 ``bench/results/ablation.json`` for the default config, ``bench/results/ablation-<config>.json``
@@ -90,15 +91,18 @@ def check_run(path: Path, config: Path, overrides: dict[str, Any]) -> None:
                          f"{want}); remove it or choose another --runs folder")
 
 
-def score(run_path: Path, which: list[str], suite: str, limit: int | None, data: Path | None) -> float:
-    """One saved evaluation's score, evaluated first when it is missing or of another item limit."""
-    return float(saved_eval(run_path, which, suite, limit, data)["score"])
-
-
 def scores(run_path: Path, which: list[str], suites: list[str], limit: int | None, dev: Path | None
            ) -> dict[str, Any]:
-    return {"dev": score(run_path, which, "dev", limit, dev) if dev is not None else None,
-            "heldout": {s: score(run_path, which, s, limit, None) for s in suites}}
+    """The dev and held-out scores of one policy (each saved evaluation read, or made first when it
+    is missing or of another item limit), with, per suite, the share of answers in the asked layout
+    and the score per item kind (output / input prediction)."""
+    evals = {s: saved_eval(run_path, which, s, limit, None) for s in suites}
+    if dev is not None:
+        evals["dev"] = saved_eval(run_path, which, "dev", limit, dev)
+    return {"dev": float(evals["dev"]["score"]) if dev is not None else None,
+            "heldout": {s: float(evals[s]["score"]) for s in suites},
+            "in_layout": {s: round(float(e["format_ok"]), 4) for s, e in evals.items()},
+            "by_kind": {s: {k: round(float(v), 4) for k, v in e.get("by_kind", {}).items()} for s, e in evals.items()}}
 
 
 def training_tail(rows: list[dict[str, Any]]) -> dict[str, float | None]:
