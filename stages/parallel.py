@@ -6,9 +6,10 @@ directory (the run lock, the stage folders, checkpoints, metrics) and runs the s
 rank *serves*: it opens the same run read-only and waits for rank 0's requests, of two kinds:
 
 - **generate**: the requests of one call (prompts encoded, per-request seeds). Rank 0's policy
-  hands its calls to :class:`Sharded`, which wraps the policy's engine: request ``i`` goes to rank
-  ``i mod K``; each rank completes its share with its own engine and the policy of the same
-  iteration (:func:`share_of`), and rank 0 gathers the completions back into input order. A
+  hands its calls to :class:`stages.model.engines.sharded.Sharded`, which wraps the policy's
+  engine: request ``i`` goes to rank ``i mod K``; each rank completes its share with its own
+  engine and the policy of the same iteration (:func:`stages.model.engines.sharded.share_of`),
+  and rank 0 gathers the completions back into input order. A
   request's completion depends on its prompt and seed only
   (:func:`~stages.model.generation.request_seed`), so the records do not depend on K.
 - **update**: the iteration's update. Every rank reads the iteration's samples from the run
@@ -34,9 +35,6 @@ import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-
-from stages.model.engines.base import Engine, Progress, Requests
-from stages.model.generation import Completion
 
 _GROUP: Any = None
 """The gloo group requests travel on (None until :func:`init`)."""
@@ -96,7 +94,7 @@ def merge(shares: list[list[Any]], n: int) -> list[Any]:
     return out
 
 
-def _send(message: tuple[Any, ...]) -> None:
+def send(message: tuple[Any, ...]) -> None:
     import torch.distributed as dist
 
     dist.broadcast_object_list([message], src=0, group=_GROUP)
@@ -131,43 +129,21 @@ def attach(run: Any) -> None:
 
     key = (str(Path(run.path).resolve()), json.dumps(run.config.to_dict(), sort_keys=True, default=str))
     if key != _ATTACHED:
-        _send(("session", key[0], run.config.to_dict()))
+        send(("session", key[0], run.config.to_dict()))
         _ATTACHED = key
 
 
 def detach() -> None:
     global _ATTACHED
     if driving() and _ATTACHED is not None:
-        _send(("close",))
+        send(("close",))
         _ATTACHED = None
-
-
-class Sharded(Engine):
-    """Rank 0's engine under several ranks: an engine on every rank, each on its share of a call.
-    It sends the call to the serving ranks (which answer with :func:`share_of`), completes its own
-    share with ``inner`` (this rank's engine), and gathers the completions back into input order."""
-
-    def __init__(self, inner: Engine) -> None:
-        self.inner = inner
-        self.uses_live_weights = inner.uses_live_weights
-
-    def generate(self, policy: Any, requests: Requests, progress: Progress | None = None) -> list[Completion]:
-        _send(("generate", policy.iteration, requests.prompt_ids, requests.seeds, requests.options()))
-        shares = gather(_complete_share(policy, self.inner, requests))
-        assert shares is not None
-        out = merge(shares, len(requests))
-        if progress is not None:
-            progress(len(requests), len(requests))
-        return out
-
-    def pause(self) -> None:
-        self.inner.pause()
 
 
 def announce_update(n: int) -> None:
     """Rank 0 is about to run iteration n's update: every rank joins it."""
     if driving():
-        _send(("update", n))
+        send(("update", n))
 
 
 _STOPPED = False
@@ -181,7 +157,7 @@ def stop(code: int) -> None:
     if driving() and not _STOPPED:
         _STOPPED = True
         with contextlib.suppress(Exception):  # a rank already gone: torchrun stops the rest
-            _send(("stop", code))
+            send(("stop", code))
             leave()
 
 
@@ -201,21 +177,6 @@ def leave() -> None:
 
 
 # ------------------------------------------------------------------------------------ every rank
-
-
-def share_of(policy: Any, prompt_ids: list[list[int]], seeds: list[int], options: dict[str, Any]) -> list[Any]:
-    """A serving rank's completions of one call from rank 0 (:class:`Sharded`): its share, by
-    its policy's engine."""
-    return _complete_share(policy, policy.engine_impl, Requests.with_options(prompt_ids, seeds, options))
-
-
-def _complete_share(policy: Any, engine: Engine, requests: Requests) -> list[Any]:
-    """This rank's completions of one call; every rank calls it (sharded weights are gathered)."""
-    mine = shard(len(requests))
-    with policy.full_weights():
-        if not mine:
-            return []
-        return engine.generate(policy, requests.select(mine))
 
 
 class GradientSum:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from stages import parallel
 from stages.config.schema import Config
+from stages.model.engines.sharded import share_of
 from stages.rundir.run import Run
 from stages.session import Session
 from stages.update import train
@@ -33,7 +34,7 @@ def serve() -> int:
             elif kind == "generate":
                 _, n, prompts, seeds, options = message
                 assert session is not None, "a generation request before a session"
-                parallel.gather(parallel.share_of(session.policy_for(n), prompts, seeds, options))
+                parallel.gather(share_of(session.policy_for(n), prompts, seeds, options))
             elif kind == "update":
                 assert session is not None, "an update request before a session"
                 train(session.run, message[1], session)  # rank 0 writes what it gathers

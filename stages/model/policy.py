@@ -10,7 +10,7 @@ update stage (which reads ``policy.model`` / ``policy.tokenizer`` and the sequen
 The policy owns the weights; a rollout engine (``model.engine``, :mod:`stages.model.engines`)
 owns generation. :meth:`Policy.generate` does what every engine shares: it encodes the prompts,
 gives request ``i`` its seed, and hands the call to the engine (to every rank's, under several
-ranks: :class:`stages.parallel.Sharded`). Sampling is seeded per request, so the same seed and
+ranks: :class:`stages.model.engines.sharded.Sharded`). Sampling is seeded per request, so the same seed and
 inputs give the same completions on CPU whatever the batch size (GPU kernels are not bitwise
 deterministic). A completion ends at EOS or right after the first stop string; its ``token_ids``
 are exactly the sampled tokens up to that point (the last one may run a few characters past the
@@ -156,11 +156,12 @@ class Policy:
 
     def rollout_engine(self) -> Engine:
         """Who completes a call: :attr:`engine_impl`, or, for a session's policy on rank 0 of
-        several ranks, that engine on every rank, each on its share (:class:`stages.parallel.Sharded`)."""
+        several ranks, that engine on every rank, each on its share (:class:`stages.model.engines.sharded.Sharded`)."""
         from stages import parallel
+        from stages.model.engines.sharded import Sharded
 
         if self.iteration is not None and parallel.driving():
-            return parallel.Sharded(self.engine_impl)
+            return Sharded(self.engine_impl)
         return self.engine_impl
 
     def pause_engine(self) -> None:
