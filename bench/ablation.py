@@ -69,6 +69,14 @@ paper, so its setting turns it off), `combined` (the DAPO-style levers together,
 paper's entropy bonus kept), and the random-reward control."""
 
 
+def levers_off() -> dict[str, Any]:
+    """Every lever beyond the paper at its off value: each setting starts from the paper's recipe,
+    whatever the config itself turns on (the Qwen config's recommended levers)."""
+    from stages.config.schema import lever_defaults
+
+    return lever_defaults()
+
+
 def set_args(overrides: dict[str, Any]) -> list[str]:
     """``--set key=value`` pairs, values as JSON (which the config reads as YAML)."""
     return [x for k, v in overrides.items() for x in ("--set", f"{k}={json.dumps(v)}")]
@@ -114,13 +122,14 @@ def training_tail(rows: list[dict[str, Any]]) -> dict[str, float | None]:
 
 def run_setting(name: str, args: argparse.Namespace, dev: Path | None) -> dict[str, Any]:
     overrides = SETTINGS[name]
+    applied = {**levers_off(), **overrides}  # the config's own levers (its recommended setting) off first
     path = args.runs / name
     if (path / "manifest.json").exists():
-        check_run(path, args.config, overrides)
+        check_run(path, args.config, applied)
         azr("loop", "--run", str(path), "--iters", str(args.iters), "--json")
     else:
         azr("loop", "--run", str(path), "--config", str(args.config.resolve()), "--iters", str(args.iters), "--json",
-            *set_args(overrides))
+            *set_args(applied))
     rows = iteration_rows(path)
     last = rows[-1]["iteration"] if rows else 0
     evaluated = scores(path, ["--iter", str(last)], args.suites, args.eval_limit, dev) if last else {}
