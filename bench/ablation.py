@@ -15,7 +15,8 @@ same figures without generating anything.
 Per setting: ``iterations`` (complete), ``dev`` (the development set, ``azr eval --suite dev
 --data bench/dev/qwen2.5-coder-0.5b.jsonl``; null while that file is absent), ``heldout`` (the
 held-out suites' scores, default ``humaneval-io``), ``in_layout`` and ``by_kind`` (per suite: the
-share of answers in the asked layout, the score per item kind), ``loop_s`` (the stages' wall time over the
+share of answers in the asked layout, the score per item kind), ``vs_base`` and ``vs_paper`` (per
+suite: the paired difference over the items, with a bootstrap's 90% interval), ``loop_s`` (the stages' wall time over the
 iterations, from their summaries), and the mean of the last iterations' training figures. The
 base model's scores, the same for every setting, are under ``base``. Written to
 ``bench/results/ablation.json`` for the default config, ``bench/results/ablation-<config>.json``
@@ -35,7 +36,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
-from learning import azr, iteration_rows, saved_eval  # noqa: E402
+from learning import azr, iteration_rows, paired, saved_eval  # noqa: E402
 
 DEFAULT_CONFIG = Path("configs/qwen2.5-coder-0.5b-cpu.yaml")
 DEV = Path("bench/dev/qwen2.5-coder-0.5b.jsonl")
@@ -110,7 +111,22 @@ def scores(run_path: Path, which: list[str], suites: list[str], limit: int | Non
     return {"dev": float(evals["dev"]["score"]) if dev is not None else None,
             "heldout": {s: float(evals[s]["score"]) for s in suites},
             "in_layout": {s: round(float(e["format_ok"]), 4) for s, e in evals.items()},
-            "by_kind": {s: {k: round(float(v), 4) for k, v in e.get("by_kind", {}).items()} for s, e in evals.items()}}
+            "by_kind": {s: {k: round(float(v), 4) for k, v in e.get("by_kind", {}).items()} for s, e in evals.items()},
+            "correct": {s: {r["item_id"]: bool(r["correct"]) for r in e["results"]} for s, e in evals.items()}}
+
+
+def compare(runs: dict[str, dict[str, Any]], base: dict[str, Any]) -> None:
+    """Each setting's paired difference, per suite, from the base model and from ``paper`` (the
+    items both scored, a bootstrap's 90% interval); the per-item verdicts are then dropped."""
+    ref = runs.get("paper", {}).get("correct")
+    for name, r in runs.items():
+        mine = r.pop("correct", None)
+        if mine is None:
+            continue
+        r["vs_base"] = {s: paired(base["correct"][s], c) for s, c in mine.items() if s in base["correct"]}
+        if ref is not None and name != "paper":
+            r["vs_paper"] = {s: paired(ref[s], c) for s, c in mine.items() if s in ref}
+    base.pop("correct", None)
 
 
 def training_tail(rows: list[dict[str, Any]]) -> dict[str, float | None]:
@@ -176,6 +192,7 @@ def main() -> None:
         "base": scores(base_run, ["--base"], args.suites, args.eval_limit, dev),
         "runs": {k: runs[k] for k in SETTINGS if k in runs},
     }
+    compare(result["runs"], result["base"])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     head = ["setting", "iters", "dev", *args.suites, "loop_s", "valid", "s.acc"]
