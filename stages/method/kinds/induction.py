@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from stages.method import parsers as p
-from stages.method.kinds.base import IDENTITY_PROGRAM, TaskKind, TaskView, identity_output, require
+from stages.method.kinds.base import IDENTITY_PROGRAM, T, TaskKind, TaskView, identity_output, require
 from stages.method.prompts import INPUT_FORMAT, PROGRAM_RULES, Ref, Turn, answer, fence, think_then_answer
 
 SEED_INPUTS = [
@@ -32,7 +32,8 @@ class Induction(TaskKind):
 
     # ------------------------------------------------------------------------- proposer
 
-    def draw_references(self, own, programs, k, rng: random.Random, demonstrations):  # type: ignore[override]
+    def draw_references(self, own: Sequence[T], programs: Sequence[T], k: int, rng: random.Random,
+                        demonstrations: bool) -> tuple[list[T], T | None]:
         """One program to give inputs for; with demonstrations, one task of the buffer to show as a
         worked exchange."""
         refs = [rng.choice(programs)]
