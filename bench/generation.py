@@ -112,7 +112,7 @@ def gpu_bench(args: argparse.Namespace) -> dict[str, Any]:
         vocab = len(policy.tokenizer)
         for batch in args.batches:
             prompts = [policy.tokenizer.decode([g.randrange(10, vocab) for _ in range(args.prompt)]) for _ in range(batch)]
-            config = policy._generation_config(args.new, 1.0, 1.0)
+            config = policy.generation_config(args.new, 1.0, 1.0)
             config.min_new_tokens = args.new  # every row runs its full length
             for _ in range(2):  # the first call warms up (compiles, starts the engine)
                 start = time.perf_counter()

@@ -216,7 +216,7 @@ def generation_side_by_side(policy: Any, args: argparse.Namespace) -> dict[str, 
     vocab = len(policy.tokenizer)
     g = random.Random(1)
     prompts = [[g.randrange(10, vocab) for _ in range(args.bench_prompt)] for _ in range(args.bench_batch)]
-    config = copy.copy(policy._generation_config(args.bench_new, 1.0, 1.0))
+    config = copy.copy(policy.generation_config(args.bench_new, 1.0, 1.0))
     config.min_new_tokens = args.bench_new  # no early EOS: every row generates the same count
     eos = model_mod.as_list(config.eos_token_id)
     compiled = policy.device.type == "cuda" and model_mod.static_generation_supported(policy.model)

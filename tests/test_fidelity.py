@@ -39,7 +39,7 @@ def test_old_logprobs_are_the_samplers_at_its_temperature(tiny_model):
 
     policy = load_policy(ModelSection(name="builtin:tiny"), trainable=False)
     T = 0.7
-    config = policy._generation_config(12, T, 1.0)
+    config = policy.generation_config(12, T, 1.0)
     prompt = policy.encode(policy.wrap("def add(a, b):"))
     torch.manual_seed(5)
     with torch.no_grad():
@@ -149,7 +149,7 @@ def test_the_chosen_template_is_in_the_summaries(tmp_path, azr, tiny_model):
 def test_generation_stops_at_the_models_real_end_tokens(tiny_model):
     policy = load_policy(ModelSection(name="builtin:tiny"), trainable=False)
     vocab = policy.tokenizer.get_vocab()
-    eos = policy._generation_config(8, 1.0, 1.0).eos_token_id
+    eos = policy.generation_config(8, 1.0, 1.0).eos_token_id
     assert vocab["<|im_end|>"] in eos and vocab["<|endoftext|>"] in eos
 
 

@@ -62,8 +62,8 @@ def test_static_path_matches_eager_on_cpu(tiny_model):
     policy = load_policy(ModelSection(name="builtin:tiny", lora_rank=4, lora_alpha=8), trainable=False)
     prompts = ["def add(a, b):", "import os\n" * 6, "x = 1", "class Stack:\n    def push(self, item):", "for"]
     enc = [policy.encode(p) for p in prompts]
-    cfg = policy._generation_config(20, 0.0, 1.0)
-    stop = policy._stop_criterion(("):",))
+    cfg = policy.generation_config(20, 0.0, 1.0)
+    stop = policy.stop_criterion(("):",))
     policy.model.eval()
     out = {}
     with torch.no_grad():

@@ -231,9 +231,6 @@ class Policy:
             self._stop_criteria[stop] = StopStringCriteria(tokenizer=self.tokenizer, stop_strings=list(stop))
         return self._stop_criteria[stop]
 
-    _generation_config = generation_config  # the names tests and benches use
-    _stop_criterion = stop_criterion
-
     # --------------------------------------------------------------------- training helpers
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
