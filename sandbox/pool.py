@@ -218,9 +218,7 @@ class _Dispatch:
     def _send(self, w: int, batch: list[int], now: float) -> None:
         """Send a batch in one frame; a job that was in a dying worker's frame goes in one alone."""
         sb = self.sb
-        worker = sb._workers[w]
-        if worker is None or worker.proc.poll() is not None:  # died between programs: replace first
-            worker = sb._restart(w)
+        worker = self._alive(w)
         if not sb._owed[w]:
             sb._head_since[w] = now
         frames = [[i] for i in batch if self.tries[i]]
@@ -235,6 +233,15 @@ class _Dispatch:
             data.append(request_frame(sb.cfg, [self.jobs[i] for i in frame]))
         if not worker.queue(b"".join(data)):
             self._fail(w, "the worker died; it was replaced")
+
+    def _alive(self, w: int) -> WorkerProcess:
+        """Worker w, replaced first if it died between programs (what it owed runs again)."""
+        worker = self.sb._workers[w]
+        if worker is None or worker.proc.poll() is not None:
+            self._fail(w, "the worker died; it was replaced")
+            worker = self.sb._workers[w]
+        assert worker is not None
+        return worker
 
     def _fill(self, now: float) -> None:
         """Deal jobs to the workers one at a time in turn, then send each worker its batch."""
@@ -306,9 +313,8 @@ class _Dispatch:
 
     def run(self) -> list[ExecResult]:
         sb = self.sb
-        for w, worker in enumerate(sb._workers):
-            if worker is None or worker.proc.poll() is not None:
-                sb._restart(w)
+        for w in range(sb.size):
+            self._alive(w)
         poller = select.poll()
         watched: dict[int, tuple[int, int]] = {}
         while self.left:

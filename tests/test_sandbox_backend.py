@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from sandbox import SandboxConfig, SandboxUnavailable, Status, UnsafeSandboxWarning, open_sandbox, run_fresh
+from sandbox.pool import _Dispatch
 
 
 def test_missing_nsjail_fails_closed_with_one_line():
@@ -88,6 +90,22 @@ def test_a_worker_killed_mid_batch_fails_only_its_own_program():
     assert got[5].status is Status.sandbox_error
     assert [r.value_repr for i, r in enumerate(got) if i != 5] == [str(i) for i in range(12)]
     assert again.value_repr == "7"
+
+
+def test_a_worker_found_dead_when_given_more_work_runs_what_it_owed_again():
+    # The race behind a flaky failure: a worker dies, and the host notices only when it sends it
+    # the next batch (before reading the end of its output); the jobs it owed must run again.
+    jobs = [("def f(a):\n    return a", str(i)) for i in range(6)]
+    with pytest.warns(UnsafeSandboxWarning), open_sandbox(SandboxConfig(backend="unsafe-local", workers=2)) as pool:
+        dispatch = _Dispatch(pool, jobs, [None] * len(jobs))
+        dispatch._send(0, [dispatch._take(0), dispatch._take(0)], time.monotonic())
+        dead = pool._workers[0].proc
+        dead.kill()
+        dead.wait()
+        got = dispatch.run()
+        assert pool._workers[0].proc is not dead
+    assert [r.status for r in got] == [Status.ok] * 6
+    assert [r.value_repr for r in got] == [str(i) for i in range(6)]
 
 
 def test_run_avoiding_never_uses_the_avoided_worker():
