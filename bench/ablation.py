@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -36,13 +35,15 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
-from learning import azr, iteration_rows, paired, saved_eval  # noqa: E402
+from learning import azr, iteration_rows, known_mean, paired, saved_eval  # noqa: E402
+
+from stages.method.tasks import ROLES  # noqa: E402
 
 DEFAULT_CONFIG = Path("configs/qwen2.5-coder-0.5b-cpu.yaml")
 DEV = Path("bench/dev/qwen2.5-coder-0.5b.jsonl")
 HELDOUT = ("humaneval-io",)
 TAIL = 3
-"""Training figures: the mean over the last TAIL iterations."""
+"""Training figures: the mean over the last TAIL iterations (and, for entropy and similarity, the first)."""
 
 COMBINED = {
     "solve.difficulty_band": [0.2, 0.8],
@@ -130,10 +131,18 @@ def compare(runs: dict[str, dict[str, Any]], base: dict[str, Any]) -> None:
 
 
 def training_tail(rows: list[dict[str, Any]]) -> dict[str, float | None]:
-    """The mean of the last TAIL iterations' validity, solver accuracy and format."""
-    tail = rows[-TAIL:]
-    keys = ("validity", "solver_accuracy", "solver_format")
-    return {k: round(statistics.fmean(r[k] for r in tail), 4) if tail else None for k in keys}
+    """The mean of the last TAIL iterations' validity, solver accuracy and format, each role's
+    policy entropy and the proposals' similarity (absent: None); the entropy and similarity also
+    over the first TAIL iterations (``.../first``), to show how they moved."""
+    head, tail = rows[:TAIL], rows[-TAIL:]
+    keys = ("validity", "solver_accuracy", "solver_format", *(f"entropy/{role}" for role in ROLES), "similarity")
+    out = {k: rounded(known_mean(r.get(k) for r in tail)) for k in keys}
+    out |= {f"{k}/first": rounded(known_mean(r.get(k) for r in head)) for k in keys[3:]}
+    return out
+
+
+def rounded(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)
 
 
 def run_setting(name: str, args: argparse.Namespace, dev: Path | None) -> dict[str, Any]:

@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -72,11 +73,20 @@ def iteration_rows(run_path: Path) -> list[dict[str, Any]]:
             "solver_accuracy": so.get("train/accuracy", 0.0),
             **{f"reward/{role}": statistics.fmean(r[k] for t in TASK_TYPES if (k := f"reward/{role}/{t}") in r)
                if any(f"reward/{role}/{t}" in r for t in TASK_TYPES) else None for role in ROLES},
+            **{f"entropy/{role}": m["update"].get(f"entropy/{role}") for role in ROLES},
+            "similarity": known_mean(r.get(f"similarity/{t}") for t in TASK_TYPES),
             "truncated/propose": m["propose"].get("truncated"),
             "truncated/solve": so.get("truncated"),
             "seconds": round(sum(float(x.get("seconds", 0.0)) for x in m.values()), 1),
         })
     return rows
+
+
+def known_mean(values: Iterable[float | None]) -> float | None:
+    """The mean of the values that are there (None when none is): a role with no sample in an
+    update has no entropy, and a proposal's similarity is kept only with the diversity penalty on."""
+    known = [float(v) for v in values if v is not None]
+    return statistics.fmean(known) if known else None
 
 
 def trend(values: list[float]) -> dict[str, float | None]:
