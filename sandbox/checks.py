@@ -12,6 +12,7 @@ refused. Parsing is `ast.parse`, which runs nothing.
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -141,7 +142,8 @@ def parse_input(text: str, cfg: SandboxConfig | None = None) -> tuple[Any, ...]:
     try:
         return tuple(ast.literal_eval(arg) for arg in call.args)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as exc:
-        raise InputError(f"input is not made of literals: {str(exc)[:80]}") from None
+        why = re.sub(r" at 0x[0-9a-f]+", "", str(exc))  # ast's message names an object's address
+        raise InputError(f"input is not made of literals: {why[:80]}") from None
 
 
 def check_input(text: str, cfg: SandboxConfig) -> StaticCheck:

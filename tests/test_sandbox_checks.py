@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sandbox import SandboxConfig, check_program
-from sandbox.checks import describe_rules
+from sandbox.checks import InputError, describe_rules, parse_input
 
 CFG = SandboxConfig()
 
@@ -154,3 +154,11 @@ def test_describe_rules_follows_the_config():
     text = describe_rules(cfg)
     assert "secretmodule" in text and "frobnicate" in text and "__weird__" in text
     assert "eval" not in text.split("\n")[1].split("(")[0]
+
+
+def test_a_non_literal_input_is_reported_the_same_on_every_run():
+    # ast's own message names the node's memory address; the record must not carry it
+    with pytest.raises(InputError) as first:
+        parse_input("len([1]), 2")
+    assert "0x" not in str(first.value)
+    assert str(first.value) == "input is not made of literals: malformed node or string on line 1: <ast.Call object>"
