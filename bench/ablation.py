@@ -37,6 +37,7 @@ sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 from learning import azr, iteration_rows, known_mean, paired, saved_eval  # noqa: E402
 
+from stages.config.schema import lever_defaults  # noqa: E402
 from stages.method.tasks import ROLES  # noqa: E402
 
 DEFAULT_CONFIG = Path("configs/qwen2.5-coder-0.5b-cpu.yaml")
@@ -69,14 +70,6 @@ SETTINGS: dict[str, dict[str, Any]] = {
 `sequence`, since azr's default is already DAPO's token mean; the entropy bonus is on in the
 paper, so its setting turns it off), `combined` (the DAPO-style levers together, token mean and the
 paper's entropy bonus kept), and the random-reward control."""
-
-
-def levers_off() -> dict[str, Any]:
-    """Every lever beyond the paper at its off value: each setting starts from the paper's recipe,
-    whatever the config itself turns on (the Qwen config's recommended levers)."""
-    from stages.config.schema import lever_defaults
-
-    return lever_defaults()
 
 
 def set_args(overrides: dict[str, Any]) -> list[str]:
@@ -147,7 +140,9 @@ def rounded(x: float | None) -> float | None:
 
 def run_setting(name: str, args: argparse.Namespace, dev: Path | None) -> dict[str, Any]:
     overrides = SETTINGS[name]
-    applied = {**levers_off(), **overrides}  # the config's own levers (its recommended setting) off first
+    # every lever at its off value first: each setting starts from the paper's recipe, whatever the
+    # config itself turns on (the Qwen config's recommended levers)
+    applied = {**lever_defaults(), **overrides}
     path = args.runs / name
     if (path / "manifest.json").exists():
         check_run(path, args.config, applied)
